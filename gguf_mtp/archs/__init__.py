@@ -1,0 +1,27 @@
+"""The architecture table: one module per supported checkpoint family, each
+describing how its MTP layers are stored and where they land in the GGUF."""
+
+from __future__ import annotations
+
+from .base import MTPArch
+from .qwen35 import QWEN35
+
+#: every supported architecture, keyed by the Hugging Face class name
+ARCHITECTURES: dict[str, MTPArch] = {name: arch for arch in (QWEN35,) for name in arch.hf_architectures}
+
+
+class UnsupportedArchitecture(ValueError):
+    pass
+
+
+def arch_for(hf_architecture: str) -> MTPArch:
+    try:
+        return ARCHITECTURES[hf_architecture]
+    except KeyError:
+        supported = ", ".join(sorted(ARCHITECTURES))
+        raise UnsupportedArchitecture(
+            f"architecture {hf_architecture or '(none in config.json)'!r} is not supported; "
+            f"supported: {supported}") from None
+
+
+__all__ = ["ARCHITECTURES", "MTPArch", "UnsupportedArchitecture", "arch_for"]

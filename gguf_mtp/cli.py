@@ -1,0 +1,179 @@
+"""The ``gguf-mtp`` command line: thin wrappers over the Python API."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from . import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gguf-mtp")
+def main():
+    """Turn the Multi-Token-Prediction (MTP) layers of LLM checkpoints into
+    speculative drafters for llama.cpp: convert, inspect, generate, demo."""
+
+
+@main.group()
+def runtime():
+    """Build and check the patched llama.cpp runtime (llama-cpp-python)."""
+
+
+@runtime.command("build")
+@click.option("--cmake-args", default=None, metavar="ARGS",
+              help="CMake flags (default: the CMAKE_ARGS environment variable), "
+                   "e.g. '-DGGML_CUDA=on' for CUDA or '-DGGML_METAL=on' for Metal.")
+@click.option("--force", is_flag=True, help="Rebuild even if a cached wheel matches.")
+@click.option("--no-install", is_flag=True, help="Build (or find) the wheels only.")
+@click.option("-j", "--jobs", type=int, default=None, help="Parallel compile jobs (default: all cores).")
+def runtime_build(cmake_args, force, no_install, jobs):
+    """Build llama-cpp-python 0.3.36 from its source distribution with patches/
+    applied, cache the wheel by (version, series, CMAKE_ARGS) and install it.
+
+    A second run with nothing changed takes seconds."""
+    from .runtime_build import BuildError, build_runtime
+
+    try:
+        res = build_runtime(cmake_args, force=force, install=not no_install, jobs=jobs,
+                            log=lambda m: click.echo(m, err=True))
+    except BuildError as e:
+        raise click.ClickException(str(e))
+    for w in res.wheels:
+        click.echo(str(w))
+
+
+@runtime.command("info")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def runtime_info(as_json):
+    """Show the llama.cpp commit, the applied patches and the compiled backends;
+    fails if the installed llama-cpp-python is not gguf-mtp's patched build."""
+    from .runtime import info as runtime_info_api
+    from .upstream import RuntimeMissing
+
+    try:
+        info = runtime_info_api()
+    except RuntimeMissing as e:
+        raise click.ClickException(str(e))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"llama-cpp-python {info['llama_cpp_python']}  (llama.cpp {info['llama_cpp_commit'][:9]})")
+    click.echo(f"build key        {info['key']}")
+    click.echo(f"CMAKE_ARGS       {' '.join(info['cmake_args'])}")
+    click.echo("patches:")
+    for p in info["patches"]:
+        click.echo(f"  {p['name']}  {p['sha256'][:12]}")
+    click.echo(f"backends         {', '.join(info['backends'])}")
+    click.echo(f"GPU offload      {'yes' if info['gpu_offload'] else 'no'}")
+
+
+def _fail(e: Exception):
+    raise click.ClickException(str(e))
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(file_okay=False, path_type=str))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--outtype", type=click.Choice(["f32", "f16", "bf16", "q8_0"]), default="f16", show_default=True,
+              help="Tensor type of the trunk.")
+@click.option("--head-type", type=click.Choice(["f32", "f16", "bf16", "q8_0"]), default=None,
+              help="Tensor type of the MTP head tensors (default: same as --outtype), "
+                   "e.g. a q8_0 trunk with f16 heads.")
+@click.option("--no-mtp", is_flag=True, help="Convert the trunk alone, without MTP layers.")
+@click.option("-v", "--verbose", is_flag=True, help="Show the converter's log.")
+def convert(model_dir, out, outtype, head_type, no_mtp, verbose):
+    """Convert a Hugging Face checkpoint directory MODEL_DIR to ONE GGUF file OUT
+    holding the trunk and its MTP layers (blk.N.nextn.*).
+
+    The file is written under a temporary name and renamed at the end: a failed
+    or interrupted conversion leaves no OUT behind."""
+    from .archs import UnsupportedArchitecture
+    from .checkpoint import CheckpointError
+    from .convert import ConversionError, ConvertOptions, convert as convert_api
+    from .inspect_gguf import human_bytes
+    from .upstream import RuntimeMissing
+
+    opts = ConvertOptions(outtype=outtype, head_type=head_type, mtp=not no_mtp, verbose=verbose)
+    try:
+        res = convert_api(model_dir, out, opts)
+    except (CheckpointError, ConversionError, UnsupportedArchitecture, RuntimeMissing) as e:
+        _fail(e)
+    click.echo(f"wrote {res.path} ({res.arch}, {res.n_tensors} tensors, {human_bytes(res.size_bytes)}; "
+               f"{res.n_mtp_layers} MTP layer(s), {len(res.head_tensors)} head tensors)")
+
+
+@main.command("inspect")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def inspect_cmd(file, as_json):
+    """List the drafter heads in a GGUF FILE: their tensors, types, sizes, and the
+    metadata a drafter needs."""
+    import dataclasses
+
+    from .inspect_gguf import format_summary, read_summary
+
+    try:
+        s = read_summary(file)
+    except ValueError as e:
+        _fail(e)
+    if as_json:
+        d = dataclasses.asdict(s)
+        d["path"] = str(s.path)
+        click.echo(json.dumps(d, indent=2))
+    else:
+        click.echo(format_summary(s))
+
+
+def print_stats(st) -> None:
+    d = st.as_dict()
+    click.echo(f"--- drafter={d['drafter']} draft={d['draft']}  prompt={d['n_prompt']} tok, "
+               f"generated={d['n_generated']} tok", err=True)
+    click.echo(f"decode {d['tokens_per_s']:.1f} tok/s   tau {d['tau']:.2f} tok/pass   "
+               f"target passes {d['target_passes']}", err=True)
+    if d["acceptance_per_position"]:
+        acc = " ".join(f"{a:.2f}" for a in d["acceptance_per_position"])
+        click.echo(f"acceptance per draft position: {acc}   (overall {d['acceptance_rate']:.2f})", err=True)
+    click.echo(f"time: prompt {d['prompt_s']*1e3:.0f} ms, decode {d['decode_s']*1e3:.0f} ms "
+               f"(target {d['target_s']*1e3:.0f}, draft {d['draft_s']*1e3:.0f}, other {d['other_s']*1e3:.0f})",
+               err=True)
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.option("-p", "--prompt", required=True, help="Prompt text.")
+@click.option("-n", "--n-predict", "n_predict", type=int, default=64, show_default=True,
+              help="Tokens to generate.")
+@click.option("--drafter", type=click.Choice(["mtp", "none"]), default="mtp", show_default=True,
+              help="mtp: draft with the file's native MTP head; none: plain decoding.")
+@click.option("--draft", type=int, default=3, show_default=True, help="Draft length K (tokens per draft).")
+@click.option("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores).")
+@click.option("-ngl", "--n-gpu-layers", type=int, default=0, show_default=True, help="Layers to offload to a GPU.")
+@click.option("--json", "as_json", is_flag=True, help="Print text and statistics as JSON.")
+@click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's log.")
+def generate(file, prompt, n_predict, drafter, draft, threads, n_gpu_layers, as_json, verbose):
+    """Generate greedily from FILE and print the text and the statistics
+    (tokens/s, tau = tokens per target pass, acceptance per draft position).
+
+    Greedy speculative output is token for token the output of --drafter none."""
+    from .runtime import Engine, RuntimeErrorLlama, RuntimeOptions, generate as gen_api
+    from .upstream import RuntimeMissing
+
+    try:
+        opts = RuntimeOptions(n_threads=threads, n_gpu_layers=n_gpu_layers, verbose=verbose,
+                              draft_max=max(16, draft), load_mtp=drafter == "mtp")
+        with Engine(file, opts) as eng:
+            g = gen_api(eng, prompt, n_predict, drafter=drafter, draft=draft)
+    except (RuntimeMissing, RuntimeErrorLlama, ValueError) as e:
+        _fail(e)
+    if as_json:
+        click.echo(json.dumps({"text": g.text, "tokens": g.tokens, "stats": g.stats.as_dict()}, indent=2))
+        return
+    click.echo(prompt + g.text)
+    print_stats(g.stats)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""``gguf-mtp convert``: one GGUF with the trunk and its MTP layers.
+
+The trunk is written by the pinned upstream converter (bundled with the
+installed runtime); gguf-mtp owns the checks before it runs, the MTP path and
+its options (``head_type`` independent of the trunk's ``outtype``), and the
+write discipline: output goes to a temporary file renamed at the end, so a
+failed or interrupted conversion never leaves OUT.gguf behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .archs import MTPArch, arch_for
+from .checkpoint import Checkpoint, load_checkpoint
+
+#: trunk output types -> the converter's file types (names of gguf.LlamaFileType)
+OUTTYPES = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "bf16": "MOSTLY_BF16", "q8_0": "MOSTLY_Q8_0"}
+#: head tensor types -> gguf.GGMLQuantizationType names
+HEAD_TYPES = {"f32": "F32", "f16": "F16", "bf16": "BF16", "q8_0": "Q8_0"}
+
+
+class ConversionError(ValueError):
+    pass
+
+
+@dataclass
+class ConvertOptions:
+    outtype: str = "f16"
+    head_type: str | None = None     # None: same as outtype
+    mtp: bool = True                 # False: trunk only (--no-mtp)
+    verbose: bool = False
+    progress: bool = True
+
+
+@dataclass
+class ConvertResult:
+    path: Path
+    arch: str
+    n_tensors: int
+    n_mtp_layers: int
+    head_tensors: list[str]
+    size_bytes: int
+
+
+def check_input(model_dir: str | Path, opts: ConvertOptions) -> tuple[Checkpoint, MTPArch, int]:
+    """Everything that can be checked before the converter runs."""
+    if opts.outtype not in OUTTYPES:
+        raise ConversionError(f"--outtype {opts.outtype!r}: choose one of {', '.join(OUTTYPES)}")
+    if opts.head_type is not None and opts.head_type not in HEAD_TYPES:
+        raise ConversionError(f"--head-type {opts.head_type!r}: choose one of {', '.join(HEAD_TYPES)}")
+    ck = load_checkpoint(model_dir)
+    arch = arch_for(ck.architecture)
+    n_mtp = arch.n_mtp_layers(ck.config, ck.tensors)
+    has_tensors = any(arch.is_mtp_tensor(n) for n in ck.tensors)
+    if opts.mtp and not has_tensors:
+        raise ConversionError(
+            f"{ck.directory}: this checkpoint has no MTP layers (no {'/'.join(arch.mtp_prefixes)}* tensors, "
+            f"{arch.mtp_layers_key}={arch.text_config(ck.config).get(arch.mtp_layers_key, 0)}); "
+            "pass --no-mtp to convert the trunk alone")
+    return ck, arch, (n_mtp if opts.mtp else 0)
+
+
+def _converter_class(ck: Checkpoint, opts: ConvertOptions, n_trunk: int):
+    """The pinned converter's class for this checkpoint, specialised with our
+    MTP options: whether to keep the MTP layers and the head tensors' type."""
+    import gguf  # the pinned gguf-py, installed with the runtime
+
+    from .upstream import converter_modules
+
+    conversion = converter_modules()
+    base = conversion.get_model_class(ck.architecture)
+    head_qtype = getattr(gguf.GGMLQuantizationType, HEAD_TYPES[opts.head_type]) if opts.head_type else None
+
+    class _WithHeads(base):
+        no_mtp = not opts.mtp
+        mtp_only = False
+
+        def tensor_force_quant(self, name, new_name, bid, n_dims):
+            if head_qtype is not None and bid is not None and bid >= n_trunk and n_dims >= 2:
+                return head_qtype
+            return super().tensor_force_quant(name, new_name, bid, n_dims)
+
+    _WithHeads.__name__ = f"{base.__name__}WithHeads"
+    return _WithHeads, getattr(gguf.LlamaFileType, OUTTYPES[opts.outtype])
+
+
+@contextlib.contextmanager
+def _converter_logging(verbose: bool):
+    log = logging.getLogger("hf-to-gguf")
+    gw = logging.getLogger("gguf.gguf_writer")
+    saved = log.level, gw.level
+    level = logging.INFO if verbose else logging.WARNING
+    log.setLevel(level)
+    gw.setLevel(level)
+    try:
+        yield
+    finally:
+        log.setLevel(saved[0])
+        gw.setLevel(saved[1])
+
+
+def convert(model_dir: str | Path, out_path: str | Path, options: ConvertOptions | None = None) -> ConvertResult:
+    """Convert a checkpoint directory to ONE GGUF (trunk + MTP layers)."""
+    import torch
+
+    opts = options or ConvertOptions()
+    ck, arch, n_mtp = check_input(model_dir, opts)
+    out = Path(out_path)
+    if out.is_dir():
+        raise ConversionError(f"{out}: is a directory; give the output file name")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    n_trunk = arch.n_trunk_layers(ck.config)
+    cls, ftype = _converter_class(ck, opts, n_trunk)
+
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with _converter_logging(opts.verbose), torch.inference_mode():
+            model = cls(ck.directory, ftype, tmp, use_temp_file=False, eager=False)
+            model.write()
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    from .inspect_gguf import read_summary
+
+    summary = read_summary(out)
+    return ConvertResult(out, summary.arch, summary.n_tensors, n_mtp,
+                         [t.name for h in summary.heads for t in h.tensors], out.stat().st_size)

@@ -1,0 +1,265 @@
+"""One GGUF, loaded once: the target context and, when the file carries MTP
+layers, the MTP context that drafts from the target's hidden states.
+
+This module owns the llama.cpp calls (contexts, batches, KV-cache edits);
+the decoding loops live in :mod:`gguf_mtp.runtime.speculative`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import native
+
+
+class RuntimeErrorLlama(RuntimeError):
+    """llama.cpp refused a model, context or batch."""
+
+
+@dataclass
+class RuntimeOptions:
+    n_ctx: int = 4096
+    n_batch: int = 512
+    n_threads: int | None = None
+    n_gpu_layers: int = 0
+    #: longest draft the contexts are sized for (recurrent rollback depth)
+    draft_max: int = 16
+    load_mtp: bool = True
+    verbose: bool = False
+
+
+class _Batch:
+    """A reusable ``llama_batch_ext``: tokens with positions, optional per-token
+    hidden-state rows (MTP inputs) and output flags."""
+
+    def __init__(self, L, ctx):
+        self.L = L
+        self.ptr = L.llama_batch_ext_init(ctx)
+        if not self.ptr:
+            raise RuntimeErrorLlama("llama_batch_ext_init failed")
+        self._pos = (L.llama_pos * 4)()
+        self._keep: list = []
+
+    def fill(self, tokens, pos0: int, outputs, hidden: np.ndarray | None = None) -> None:
+        L = self.L
+        L.llama_batch_ext_clear(self.ptr)
+        self._keep = []
+        for i, tok in enumerate(tokens):
+            idx = L.llama_batch_ext_add_token(self.ptr, 0, int(tok))
+            if idx != i:
+                raise RuntimeErrorLlama(f"llama_batch_ext_add_token returned {idx} for token {i}")
+            self._pos[0] = pos0 + i
+            L.llama_batch_ext_set_pos(self.ptr, idx, self._pos)
+            if hidden is not None:
+                row = np.ascontiguousarray(hidden[i], dtype=np.float32)
+                self._keep.append(row)
+                embd = L.llama_embd(row.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), 1, row.shape[0])
+                if not L.llama_batch_ext_set_embd_token(self.ptr, idx, embd):
+                    raise RuntimeErrorLlama("llama_batch_ext_set_embd_token failed (hidden size mismatch?)")
+            if outputs[i]:
+                L.llama_batch_ext_set_output_logits(self.ptr, idx, True)
+
+    def free(self):
+        if self.ptr:
+            self.L.llama_batch_ext_free(self.ptr)
+            self.ptr = None
+
+
+class Engine:
+    """The loaded model with its target context and (optionally) MTP context."""
+
+    def __init__(self, path: str | os.PathLike, options: RuntimeOptions | None = None):
+        self.path = Path(path)
+        self.opts = opts = options or RuntimeOptions()
+        if not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: no such GGUF file")
+        L, P = native.load()
+        self.L, self.P = L, P
+        native.set_quiet(not opts.verbose)
+
+        mparams = L.llama_model_default_params()
+        mparams.n_gpu_layers = opts.n_gpu_layers
+        mparams.load_mtp = opts.load_mtp
+        self.model = L.llama_model_load_from_file(str(self.path).encode(), mparams)
+        if not self.model:
+            raise RuntimeErrorLlama(f"{self.path}: llama.cpp could not load this GGUF "
+                                    "(run with verbose=True to see its log)")
+        self.vocab = L.llama_model_get_vocab(self.model)
+        self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
+        self.n_embd = L.llama_model_n_embd(self.model)
+        self.n_nextn = L.llama_model_n_layer_nextn(self.model)
+        threads = opts.n_threads or os.cpu_count() or 1
+
+        cparams = self._context_params(threads)
+        cparams.n_rs_seq = opts.draft_max + 1  # recurrent layers roll back rejected drafts
+        self.ctx = L.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            raise RuntimeErrorLlama(f"{self.path}: could not create the target context")
+        self.mem = L.llama_get_memory(self.ctx)
+        self.batch = _Batch(L, self.ctx)
+
+        self.mtp_ctx = None
+        self.mtp_batch = None
+        if opts.load_mtp and self.n_nextn > 0:
+            P.llama_mtp_set_embeddings_nextn(self.ctx, True, False)
+            mp = self._context_params(threads)
+            mp.ctx_type = L.LLAMA_CONTEXT_TYPE_MTP
+            mp.ctx_other = self.ctx
+            mp.n_rs_seq = 0
+            self.mtp_ctx = L.llama_init_from_model(self.model, mp)
+            if not self.mtp_ctx:
+                raise RuntimeErrorLlama(f"{self.path}: could not create the MTP context")
+            P.llama_mtp_set_embeddings_nextn(self.mtp_ctx, True, True)
+            self.mtp_mem = L.llama_get_memory(self.mtp_ctx)
+            self.mtp_batch = _Batch(L, self.mtp_ctx)
+
+    def _context_params(self, threads: int):
+        L, o = self.L, self.opts
+        c = L.llama_context_default_params()
+        c.n_ctx = o.n_ctx
+        c.n_batch = o.n_batch
+        c.n_ubatch = o.n_batch
+        c.n_seq_max = 1
+        c.n_threads = threads
+        c.n_threads_batch = threads
+        c.no_perf = True
+        return c
+
+    # -- model facts ---------------------------------------------------------
+
+    @property
+    def has_mtp(self) -> bool:
+        return self.mtp_ctx is not None
+
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(4096)
+        n = self.L.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        return buf.value.decode(errors="replace") if n >= 0 else None
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self.L.llama_vocab_is_eog(self.vocab, token))
+
+    # -- text ----------------------------------------------------------------
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        data = text.encode()
+        n_max = len(data) + 16
+        buf = (self.L.llama_token * n_max)()
+        n = self.L.llama_tokenize(self.vocab, data, len(data), buf, n_max, add_special, parse_special)
+        if n < 0:
+            buf = (self.L.llama_token * -n)()
+            n = self.L.llama_tokenize(self.vocab, data, len(data), buf, -n, add_special, parse_special)
+        return list(buf[:n])
+
+    def token_bytes(self, token: int) -> bytes:
+        buf = ctypes.create_string_buffer(256)
+        n = self.L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self.L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        return buf.raw[:n]
+
+    def detokenize(self, tokens) -> str:
+        return b"".join(self.token_bytes(t) for t in tokens).decode(errors="replace")
+
+    # -- target --------------------------------------------------------------
+
+    def clear(self) -> None:
+        self.L.llama_memory_clear(self.mem, True)
+        if self.mtp_ctx is not None:
+            self.L.llama_memory_clear(self.mtp_mem, True)
+
+    def target_decode(self, tokens, pos0: int, outputs) -> None:
+        """Run the target over ``tokens`` at positions ``pos0...`` (one batch)."""
+        if len(tokens) > self.opts.n_batch:
+            raise ValueError(f"batch of {len(tokens)} tokens exceeds n_batch={self.opts.n_batch}")
+        self.batch.fill(tokens, pos0, outputs)
+        rc = self.L.llama_process(self.ctx, self.L.LLAMA_PROCESS_TYPE_DECODE, self.batch.ptr)
+        if rc != 0:
+            raise RuntimeErrorLlama(f"target decode failed (rc={rc}) at position {pos0}")
+
+    def target_logits(self, i: int) -> np.ndarray:
+        """Logits of batch row ``i`` of the last target decode (a view; copy to keep)."""
+        ptr = self.L.llama_get_logits_ith(self.ctx, i)
+        if not ptr:
+            raise RuntimeErrorLlama(f"no logits for batch row {i}")
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def target_hidden(self, n: int) -> np.ndarray:
+        """The NextN hidden states (MTP inputs) of rows 0..n-1 of the last target decode."""
+        out = np.empty((n, self.n_embd), dtype=np.float32)
+        for i in range(n):
+            ptr = self.P.llama_mtp_get_embeddings_nextn_ith(self.ctx, i)
+            if not ptr:
+                raise RuntimeErrorLlama(f"no hidden state for batch row {i}")
+            out[i] = np.ctypeslib.as_array(ptr, shape=(self.n_embd,))
+        return out
+
+    def target_truncate(self, pos: int) -> None:
+        """Drop target KV (and recurrent state) from position ``pos`` on."""
+        if not self.L.llama_memory_seq_rm(self.mem, 0, pos, -1):
+            raise RuntimeErrorLlama(f"target cache cannot roll back to position {pos}")
+
+    # -- MTP -----------------------------------------------------------------
+
+    def mtp_decode(self, tokens, hidden: np.ndarray, pos0: int, output_last: bool) -> None:
+        """Run the MTP head over (token, hidden) pairs at positions ``pos0...``."""
+        if len(tokens) > self.opts.n_batch:
+            raise ValueError(f"batch of {len(tokens)} tokens exceeds n_batch={self.opts.n_batch}")
+        outputs = [False] * len(tokens)
+        outputs[-1] = output_last
+        self.mtp_batch.fill(tokens, pos0, outputs, hidden)
+        rc = self.L.llama_process(self.mtp_ctx, self.L.LLAMA_PROCESS_TYPE_DECODE, self.mtp_batch.ptr)
+        if rc != 0:
+            raise RuntimeErrorLlama(f"MTP decode failed (rc={rc}) at position {pos0}")
+
+    def mtp_logits(self, i: int) -> np.ndarray:
+        ptr = self.L.llama_get_logits_ith(self.mtp_ctx, i)
+        if not ptr:
+            raise RuntimeErrorLlama(f"no MTP logits for batch row {i}")
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def mtp_hidden(self, i: int) -> np.ndarray:
+        ptr = self.P.llama_mtp_get_embeddings_nextn_ith(self.mtp_ctx, i)
+        if not ptr:
+            raise RuntimeErrorLlama(f"no MTP hidden state for batch row {i}")
+        return np.ctypeslib.as_array(ptr, shape=(self.n_embd,)).copy()
+
+    def mtp_truncate(self, pos: int) -> None:
+        if not self.L.llama_memory_seq_rm(self.mtp_mem, 0, pos, -1):
+            raise RuntimeErrorLlama(f"MTP cache cannot roll back to position {pos}")
+
+    # -- lifetime ------------------------------------------------------------
+
+    def close(self) -> None:
+        L = getattr(self, "L", None)
+        if L is None:
+            return
+        for b in (getattr(self, "batch", None), getattr(self, "mtp_batch", None)):
+            if b is not None:
+                b.free()
+        for name in ("mtp_ctx", "ctx"):
+            c = getattr(self, name, None)
+            if c:
+                L.llama_free(c)
+                setattr(self, name, None)
+        if getattr(self, "model", None):
+            L.llama_model_free(self.model)
+            self.model = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,93 @@
+"""ctypes access to the patched runtime.
+
+llama-cpp-python's low-level bindings (``llama_cpp.llama_cpp``) cover the public
+C API; the symbols that the project's patch series adds are declared here, in
+one table, and checked when the library is first loaded.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+from ..upstream import RuntimeMissing, installed_runtime
+
+_c_ctx = ctypes.c_void_p
+
+#: symbol -> (argtypes, restype) for every C function our patches add
+PATCH_SYMBOLS = {
+    "llama_mtp_set_embeddings_nextn": ([_c_ctx, ctypes.c_bool, ctypes.c_bool], None),
+    "llama_mtp_get_embeddings_nextn_ith": ([_c_ctx, ctypes.c_int32], ctypes.POINTER(ctypes.c_float)),
+    "llama_mtp_set_nextn_layer_offset": ([_c_ctx, ctypes.c_int32], None),
+}
+
+
+class _Patched:
+    """The patch series' C functions, bound to the loaded libllama."""
+
+    def __init__(self, lib: ctypes.CDLL):
+        for name, (argtypes, restype) in PATCH_SYMBOLS.items():
+            try:
+                fn = getattr(lib, name)
+            except AttributeError as e:
+                raise RuntimeMissing(
+                    f"the loaded libllama lacks {name}: the installed runtime does not match "
+                    "this checkout's patch series; run `gguf-mtp runtime build`"
+                ) from e
+            fn.argtypes = argtypes
+            fn.restype = restype
+            setattr(self, name, fn)
+
+
+@functools.lru_cache(maxsize=1)
+def load():
+    """Return ``(llama_cpp.llama_cpp, patched)`` after checking the build marker."""
+    installed_runtime()  # raises RuntimeMissing with a clear message
+    import llama_cpp.llama_cpp as L
+
+    L.llama_backend_init()
+    return L, _Patched(L._lib)
+
+
+_LOG_CALLBACK = None
+
+
+def set_quiet(quiet: bool = True) -> None:
+    """Silence (or restore) llama.cpp's own logging on stderr."""
+    global _LOG_CALLBACK
+    L, _ = load()
+    if quiet:
+        @L.llama_log_callback
+        def _drop(level, text, user_data):  # pragma: no cover - C callback
+            return None
+
+        _LOG_CALLBACK = _drop
+        L.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+    else:
+        _LOG_CALLBACK = None
+        L.llama_log_set(None, ctypes.c_void_p(0))
+
+
+def system_info() -> dict:
+    """Backends compiled into the loaded runtime."""
+    L, _ = load()
+    backends = []
+    try:
+        lib_dir = installed_runtime().package_dir / "lib"
+        ggml = ctypes.CDLL(str(next(lib_dir.glob("libggml.*"))))  # already loaded by libllama
+        count = ggml.ggml_backend_reg_count
+        count.restype = ctypes.c_size_t
+        get = ggml.ggml_backend_reg_get
+        get.argtypes = [ctypes.c_size_t]
+        get.restype = ctypes.c_void_p
+        name = ggml.ggml_backend_reg_name
+        name.argtypes = [ctypes.c_void_p]
+        name.restype = ctypes.c_char_p
+        backends = [name(get(i)).decode() for i in range(count())]
+    except (AttributeError, StopIteration, OSError):
+        backends = []
+    return {
+        "backends": backends,
+        "gpu_offload": bool(L.llama_supports_gpu_offload()),
+        "system_info": L.llama_print_system_info().decode(errors="replace").strip(),
+    }
