@@ -78,6 +78,7 @@ def _converter_class(ck: Checkpoint, opts: ConvertOptions, n_trunk: int):
     head_qtype = getattr(gguf.GGMLQuantizationType, HEAD_TYPES[opts.head_type]) if opts.head_type else None
 
     class _WithHeads(base):
+        model_arch = base.model_arch
         no_mtp = not opts.mtp
         mtp_only = False
 

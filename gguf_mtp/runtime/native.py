@@ -65,7 +65,7 @@ def set_quiet(quiet: bool = True) -> None:
         L.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
     else:
         _LOG_CALLBACK = None
-        L.llama_log_set(None, ctypes.c_void_p(0))
+        L.llama_log_set(ctypes.cast(None, L.llama_log_callback), ctypes.c_void_p(0))
 
 
 def system_info() -> dict:
