@@ -71,6 +71,7 @@ def _converter_class(ck: Checkpoint, opts: ConvertOptions, n_trunk: int):
     MTP options: whether to keep the MTP layers and the head tensors' type."""
     import gguf  # the pinned gguf-py, installed with the runtime
 
+    from .tokenizer import declared_pretokenizer
     from .upstream import converter_modules
 
     conversion = converter_modules()
@@ -81,6 +82,15 @@ def _converter_class(ck: Checkpoint, opts: ConvertOptions, n_trunk: int):
         model_arch = base.model_arch
         no_mtp = not opts.mtp
         mtp_only = False
+
+        def get_vocab_base_pre(self, tokenizer):
+            res = super().get_vocab_base_pre(tokenizer)
+            # the converter names the pre-tokenizer by a hash of the ids of a probe
+            # text; where the vocabulary makes the Qwen2 and Qwen3.5 regexes agree
+            # on it, trust the regex the tokenizer declares
+            if res == "qwen2" and declared_pretokenizer(self.dir_model) == "qwen35":
+                return "qwen35"
+            return res
 
         def tensor_force_quant(self, name, new_name, bid, n_dims):
             if head_qtype is not None and bid is not None and bid >= n_trunk and n_dims >= 2:

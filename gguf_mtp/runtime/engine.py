@@ -207,12 +207,11 @@ class Engine:
 
     # -- MTP -----------------------------------------------------------------
 
-    def mtp_decode(self, tokens, hidden: np.ndarray, pos0: int, output_last: bool) -> None:
-        """Run the MTP head over (token, hidden) pairs at positions ``pos0...``."""
+    def mtp_decode(self, tokens, hidden: np.ndarray, pos0: int, outputs) -> None:
+        """Run the MTP head over (token, hidden) pairs at positions ``pos0...``;
+        ``outputs[i]`` asks for the logits and hidden state of row i."""
         if len(tokens) > self.opts.n_batch:
             raise ValueError(f"batch of {len(tokens)} tokens exceeds n_batch={self.opts.n_batch}")
-        outputs = [False] * len(tokens)
-        outputs[-1] = output_last
         self.mtp_batch.fill(tokens, pos0, outputs, hidden)
         rc = self.L.llama_process(self.mtp_ctx, self.L.LLAMA_PROCESS_TYPE_DECODE, self.mtp_batch.ptr)
         if rc != 0:

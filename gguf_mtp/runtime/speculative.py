@@ -111,7 +111,7 @@ def _prefill(eng: Engine, prompt: list[int], with_mtp: bool) -> tuple[int, np.nd
             h = eng.target_hidden(len(chunk))
             # the MTP at position p pairs x_p with h_{p-1}
             shifted = np.concatenate([pending[None, :], h[:-1]], axis=0)
-            eng.mtp_decode(chunk, shifted, start, output_last=False)
+            eng.mtp_decode(chunk, shifted, start, [False] * len(chunk))
             pending = h[-1].copy()
     return first, pending
 
@@ -168,14 +168,14 @@ def generate_mtp(eng: Engine, prompt: list[int], n_predict: int, draft: int) -> 
             toks = catch_tokens + [tok]
             hid = np.stack(catch_hidden + [pending])
             p0 = pos - len(catch_tokens)
-            eng.mtp_decode(toks, hid, p0, output_last=True)
+            eng.mtp_decode(toks, hid, p0, [False] * (len(toks) - 1) + [True])
             row = len(toks) - 1
             for i in range(k):
                 d = _argmax(eng.mtp_logits(row if i == 0 else 0))
                 drafts.append(d)
                 if i + 1 < k:
                     h = eng.mtp_hidden(row if i == 0 else 0)
-                    eng.mtp_decode([d], h[None, :], pos + 1 + i, output_last=True)
+                    eng.mtp_decode([d], h[None, :], pos + 1 + i, [True])
         st.draft_s += time.perf_counter() - a
 
         b = time.perf_counter()
