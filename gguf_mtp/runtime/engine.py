@@ -30,6 +30,10 @@ class RuntimeOptions:
     #: longest draft the contexts are sized for (recurrent rollback depth)
     draft_max: int = 16
     load_mtp: bool = True
+    #: KV-cache type: "f16" (llama.cpp's default) or "f32" (exact parity checks)
+    kv_type: str = "f16"
+    #: flash attention: None = llama.cpp's auto choice; the CPU kernel rounds Q to f16
+    flash_attn: bool | None = None
     verbose: bool = False
 
 
@@ -128,6 +132,12 @@ class Engine:
         c.n_threads = threads
         c.n_threads_batch = threads
         c.no_perf = True
+        kv = {"f32": L.GGML_TYPE_F32, "f16": L.GGML_TYPE_F16}.get(o.kv_type)
+        if kv is None:
+            raise ValueError(f"kv_type must be 'f32' or 'f16', got {o.kv_type!r}")
+        c.type_k = c.type_v = kv
+        if o.flash_attn is not None:
+            c.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED if o.flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
         return c
 
     # -- model facts ---------------------------------------------------------
