@@ -150,7 +150,8 @@ def print_stats(st) -> None:
               help="mtp: draft with the file's native MTP head; none: plain decoding.")
 @click.option("--draft", type=int, default=3, show_default=True, help="Draft length K (tokens per draft).")
 @click.option("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores).")
-@click.option("-ngl", "--n-gpu-layers", type=int, default=0, show_default=True, help="Layers to offload to a GPU.")
+@click.option("-ngl", "--n-gpu-layers", type=int, default=None,
+              help="Layers to offload to a GPU (default: $GGUF_MTP_N_GPU_LAYERS or 0).")
 @click.option("--json", "as_json", is_flag=True, help="Print text and statistics as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's log.")
 def generate(file, prompt, n_predict, drafter, draft, threads, n_gpu_layers, as_json, verbose):
@@ -162,8 +163,10 @@ def generate(file, prompt, n_predict, drafter, draft, threads, n_gpu_layers, as_
     from .upstream import RuntimeMissing
 
     try:
-        opts = RuntimeOptions(n_threads=threads, n_gpu_layers=n_gpu_layers, verbose=verbose,
-                              draft_max=max(16, draft), load_mtp=drafter == "mtp")
+        opts = RuntimeOptions(n_threads=threads, verbose=verbose, draft_max=max(16, draft),
+                              load_mtp=drafter == "mtp")
+        if n_gpu_layers is not None:
+            opts.n_gpu_layers = n_gpu_layers
         with Engine(file, opts) as eng:
             g = gen_api(eng, prompt, n_predict, drafter=drafter, draft=draft)
     except (RuntimeMissing, RuntimeErrorLlama, ValueError) as e:
@@ -182,7 +185,8 @@ def generate(file, prompt, n_predict, drafter, draft, threads, n_gpu_layers, as_
               help="Tokens to generate per prompt.")
 @click.option("--drafts", default="1,2,3", show_default=True, help="Draft lengths to compare, comma-separated.")
 @click.option("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores).")
-@click.option("-ngl", "--n-gpu-layers", type=int, default=0, show_default=True, help="Layers to offload to a GPU.")
+@click.option("-ngl", "--n-gpu-layers", type=int, default=None,
+              help="Layers to offload to a GPU (default: $GGUF_MTP_N_GPU_LAYERS or 0).")
 def demo(outtype, n_predict, drafts, threads, n_gpu_layers):
     """Convert the embedded default Qwen3.5+MTP model to GGUF and compare plain
     decoding with native-MTP speculative decoding on a few prompts.

@@ -42,9 +42,11 @@ class DemoRow:
 
 
 def run_demo(gguf_path, prompts, *, n_predict: int = 64, drafts=(1, 2, 3),
-             n_threads: int | None = None, n_gpu_layers: int = 0, progress=None) -> list[DemoRow]:
+             n_threads: int | None = None, n_gpu_layers: int | None = None, progress=None) -> list[DemoRow]:
     """Plain vs MTP on each prompt; one warm-up generation is discarded."""
-    opts = RuntimeOptions(n_threads=n_threads, n_gpu_layers=n_gpu_layers, draft_max=max(drafts))
+    opts = RuntimeOptions(n_threads=n_threads, draft_max=max(drafts))
+    if n_gpu_layers is not None:
+        opts.n_gpu_layers = n_gpu_layers
     rows = [DemoRow("none", 0)] + [DemoRow("mtp", k) for k in drafts]
     with Engine(gguf_path, opts) as eng:
         generate(eng, prompts[0], 8, drafter="mtp", draft=max(drafts))  # warm-up

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,8 @@ class RuntimeOptions:
     n_ctx: int = 4096
     n_batch: int = 512
     n_threads: int | None = None
-    n_gpu_layers: int = 0
+    #: layers offloaded to a GPU (default: $GGUF_MTP_N_GPU_LAYERS or 0)
+    n_gpu_layers: int = field(default_factory=lambda: int(os.environ.get("GGUF_MTP_N_GPU_LAYERS", "0")))
     #: longest draft the contexts are sized for (recurrent rollback depth)
     draft_max: int = 16
     load_mtp: bool = True
