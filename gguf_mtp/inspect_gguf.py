@@ -45,14 +45,98 @@ class GGUFSummary:
     trunk_types: dict[str, int]
 
 
-def _field(reader, key):
-    f = reader.fields.get(key)
-    if f is None:
-        return None
-    try:
-        return f.contents()
-    except Exception:  # pragma: no cover - exotic field types
-        return None
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+
+
+@dataclass
+class GGUFHeader:
+    """The key/values and tensor table of a GGUF file. Arrays longer than
+    ``keep_array`` elements are summarised as their length (a vocabulary of
+    150k strings is skipped, not parsed)."""
+
+    kv: dict
+    tensors: list[tuple[str, tuple[int, ...], int, int]]  # name, shape (ne0 first), ggml type, offset
+    data_offset: int
+
+
+def read_header(path: str | Path, keep_array: int = 64) -> GGUFHeader:
+    import struct
+
+    def unpack(f, fmt):
+        size = struct.calcsize(fmt)
+        raw = f.read(size)
+        if len(raw) != size:
+            raise ValueError(f"{path}: truncated GGUF header")
+        return struct.unpack(fmt, raw)[0]
+
+    def string(f):
+        return f.read(unpack(f, "<Q")).decode("utf-8", errors="replace")
+
+    def value(f, vtype):
+        if vtype == _STRING:
+            return string(f)
+        if vtype == _ARRAY:
+            etype, n = unpack(f, "<I"), unpack(f, "<Q")
+            if n <= keep_array:
+                return [value(f, etype) for _ in range(n)]
+            if etype == _STRING:
+                for _ in range(n):
+                    f.seek(unpack(f, "<Q"), 1)
+            elif etype in _SCALARS:
+                f.seek(n * struct.calcsize(_SCALARS[etype]), 1)
+            else:
+                for _ in range(n):
+                    value(f, etype)
+            return _ArrayLen(n)
+        if vtype not in _SCALARS:
+            raise ValueError(f"{path}: unknown GGUF value type {vtype}")
+        return unpack(f, _SCALARS[vtype])
+
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ValueError(f"{path}: not a GGUF file (bad magic)")
+        version = unpack(f, "<I")
+        if version < 2:
+            raise ValueError(f"{path}: GGUF version {version} is not supported")
+        n_tensors, n_kv = unpack(f, "<Q"), unpack(f, "<Q")
+        kv = {}
+        for _ in range(n_kv):
+            key = string(f)
+            kv[key] = value(f, unpack(f, "<I"))
+        tensors = []
+        for _ in range(n_tensors):
+            name = string(f)
+            n_dims = unpack(f, "<I")
+            shape = tuple(unpack(f, "<Q") for _ in range(n_dims))
+            tensors.append((name, shape, unpack(f, "<I"), unpack(f, "<Q")))
+        align = int(kv.get("general.alignment", 32))
+        data_offset = -(-f.tell() // align) * align
+    return GGUFHeader(kv, tensors, data_offset)
+
+
+class _ArrayLen(int):
+    """Stands for an array that was skipped: its value is the array's length."""
+
+
+def tensor_nbytes(shape, ggml_type: int) -> int:
+    import gguf
+
+    block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ggml_type)]
+    n = 1
+    for d in shape:
+        n *= d
+    return n // block * size
+
+
+def tensor_data(path: str | Path, header: GGUFHeader, name: str) -> bytes:
+    """The raw bytes of one tensor (for comparisons in tests and tools)."""
+    for tname, shape, gtype, offset in header.tensors:
+        if tname == name:
+            with open(path, "rb") as f:
+                f.seek(header.data_offset + offset)
+                return f.read(tensor_nbytes(shape, gtype))
+    raise KeyError(f"{path}: no tensor {name}")
 
 
 def read_summary(path: str | Path) -> GGUFSummary:
@@ -61,35 +145,33 @@ def read_summary(path: str | Path) -> GGUFSummary:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    try:
-        reader = gguf.GGUFReader(path)
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable GGUF file ({e})") from e
-    arch = _field(reader, "general.architecture") or "?"
-    n_blocks = _field(reader, f"{arch}.block_count") or 0
-    n_nextn = _field(reader, f"{arch}.nextn_predict_layers") or 0
+    h = read_header(path)
+    arch = h.kv.get("general.architecture", "?")
+    n_blocks = int(h.kv.get(f"{arch}.block_count", 0))
+    n_nextn = int(h.kv.get(f"{arch}.nextn_predict_layers", 0))
     n_trunk = n_blocks - n_nextn
+    tokens = h.kv.get("tokenizer.ggml.tokens")
     meta = {
         "general.architecture": arch,
         f"{arch}.block_count": n_blocks,
         f"{arch}.nextn_predict_layers": n_nextn,
-        f"{arch}.embedding_length": _field(reader, f"{arch}.embedding_length"),
-        "vocab_size": len(reader.fields["tokenizer.ggml.tokens"].data) if "tokenizer.ggml.tokens" in reader.fields else None,
-        "general.file_type": _field(reader, "general.file_type"),
+        f"{arch}.embedding_length": h.kv.get(f"{arch}.embedding_length"),
+        "vocab_size": len(tokens) if isinstance(tokens, list) else (int(tokens) if tokens is not None else None),
+        "general.file_type": h.kv.get("general.file_type"),
     }
     heads = {b: HeadInfo("mtp", b - n_trunk, b) for b in range(n_trunk, n_blocks)}
     trunk_types: dict[str, int] = {}
     total = 0
-    for t in reader.tensors:
-        info = TensorInfo(t.name, t.tensor_type.name, tuple(int(x) for x in t.shape), int(t.n_bytes))
+    for name, shape, gtype, _ in h.tensors:
+        info = TensorInfo(name, gguf.GGMLQuantizationType(gtype).name, shape, tensor_nbytes(shape, gtype))
         total += info.n_bytes
-        m = _BLK.match(t.name)
+        m = _BLK.match(name)
         if m and int(m.group(1)) in heads:
             heads[int(m.group(1))].tensors.append(info)
         else:
             trunk_types[info.type] = trunk_types.get(info.type, 0) + 1
-    return GGUFSummary(path, arch, len(reader.tensors), total, meta,
-                       [h for h in heads.values() if h.tensors], trunk_types)
+    return GGUFSummary(path, arch, len(h.tensors), total, meta,
+                       [hd for hd in heads.values() if hd.tensors], trunk_types)
 
 
 def human_bytes(n: int) -> str:
