@@ -35,6 +35,10 @@ class RuntimeOptions:
     kv_type: str = "f16"
     #: flash attention: None = llama.cpp's auto choice; the CPU kernel rounds Q to f16
     flash_attn: bool | None = None
+    #: sequences in the target context (>1 for draft trees: one per branch)
+    n_seq_max: int = 1
+    #: one KV buffer shared by all sequences (needed for trees whose branches share a prefix)
+    kv_unified: bool = False
     verbose: bool = False
 
 
@@ -67,6 +71,24 @@ class _Batch:
                 if not L.llama_batch_ext_set_embd_token(self.ptr, idx, embd):
                     raise RuntimeErrorLlama("llama_batch_ext_set_embd_token failed (hidden size mismatch?)")
             if outputs[i]:
+                L.llama_batch_ext_set_output_logits(self.ptr, idx, True)
+
+    def fill_rows(self, rows) -> None:
+        """General form: ``rows`` of (token, pos, seq_ids, output) — a token may
+        belong to several sequences (draft trees)."""
+        L = self.L
+        L.llama_batch_ext_clear(self.ptr)
+        self._keep = []
+        for i, (tok, pos, seq_ids, output) in enumerate(rows):
+            idx = L.llama_batch_ext_add_token(self.ptr, int(seq_ids[0]), int(tok))
+            if idx != i:
+                raise RuntimeErrorLlama(f"llama_batch_ext_add_token returned {idx} for row {i}")
+            for s in seq_ids[1:]:
+                if not L.llama_batch_ext_add_seq(self.ptr, idx, int(s)):
+                    raise RuntimeErrorLlama(f"llama_batch_ext_add_seq failed for row {i}, seq {s}")
+            self._pos[0] = pos
+            L.llama_batch_ext_set_pos(self.ptr, idx, self._pos)
+            if output:
                 L.llama_batch_ext_set_output_logits(self.ptr, idx, True)
 
     def free(self):
@@ -129,7 +151,8 @@ class Engine:
         c.n_ctx = o.n_ctx
         c.n_batch = o.n_batch
         c.n_ubatch = o.n_batch
-        c.n_seq_max = 1
+        c.n_seq_max = o.n_seq_max
+        c.kv_unified = o.kv_unified
         c.n_threads = threads
         c.n_threads_batch = threads
         c.no_perf = True
@@ -193,6 +216,15 @@ class Engine:
         rc = self.L.llama_process(self.ctx, self.L.LLAMA_PROCESS_TYPE_DECODE, self.batch.ptr)
         if rc != 0:
             raise RuntimeErrorLlama(f"target decode failed (rc={rc}) at position {pos0}")
+
+    def target_decode_rows(self, rows) -> None:
+        """Run the target over general rows (token, pos, seq_ids, output) in one batch."""
+        if len(rows) > self.opts.n_batch:
+            raise ValueError(f"batch of {len(rows)} tokens exceeds n_batch={self.opts.n_batch}")
+        self.batch.fill_rows(rows)
+        rc = self.L.llama_process(self.ctx, self.L.LLAMA_PROCESS_TYPE_DECODE, self.batch.ptr)
+        if rc != 0:
+            raise RuntimeErrorLlama(f"target decode failed (rc={rc})")
 
     def target_logits(self, i: int) -> np.ndarray:
         """Logits of batch row ``i`` of the last target decode (a view; copy to keep)."""
