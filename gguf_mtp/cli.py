@@ -132,7 +132,7 @@ def print_stats(st) -> None:
     click.echo(f"--- drafter={d['drafter']} draft={d['draft']}  prompt={d['n_prompt']} tok, "
                f"generated={d['n_generated']} tok", err=True)
     click.echo(f"decode {d['tokens_per_s']:.1f} tok/s   tau {d['tau']:.2f} tok/pass   "
-               f"target passes {d['target_passes']}", err=True)
+               f"target passes {d['target_passes']}   mean draft {d['mean_draft']:.2f}", err=True)
     if d["acceptance_per_position"]:
         acc = " ".join(f"{a:.2f}" for a in d["acceptance_per_position"])
         click.echo(f"acceptance per draft position: {acc}   (overall {d['acceptance_rate']:.2f})", err=True)
@@ -141,34 +141,58 @@ def print_stats(st) -> None:
                err=True)
 
 
+class _DraftLength(click.ParamType):
+    name = "K|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither an integer nor 'auto'", param, ctx)
+
+
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=str))
 @click.option("-p", "--prompt", required=True, help="Prompt text.")
 @click.option("-n", "--n-predict", "n_predict", type=int, default=64, show_default=True,
               help="Tokens to generate.")
-@click.option("--drafter", type=click.Choice(["mtp", "none"]), default="mtp", show_default=True,
-              help="mtp: draft with the file's native MTP head; none: plain decoding.")
-@click.option("--draft", type=int, default=3, show_default=True, help="Draft length K (tokens per draft).")
+@click.option("--drafter", type=click.Choice(["mtp", "ngram", "none"]), default="mtp", show_default=True,
+              help="mtp: the file's native MTP head; ngram: prompt-lookup n-grams; none: plain decoding.")
+@click.option("--draft", type=_DraftLength(), default="3", show_default=True,
+              help="Draft length K, or 'auto' to pick the K (0 included) that pays on this machine.")
+@click.option("--temp", type=float, default=0.0, show_default=True,
+              help="Temperature; 0 = greedy. Sampling verifies with the rejection rule (lossless).")
+@click.option("--top-k", type=int, default=0, show_default=True, help="Top-k (0 = off).")
+@click.option("--top-p", type=float, default=1.0, show_default=True, help="Top-p (1 = off).")
+@click.option("--min-p", type=float, default=0.0, show_default=True, help="Min-p (0 = off).")
+@click.option("--repeat-penalty", type=float, default=1.0, show_default=True, help="Repeat penalty (1 = off).")
+@click.option("--seed", type=int, default=None, help="Sampling seed.")
 @click.option("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores).")
 @click.option("-ngl", "--n-gpu-layers", type=int, default=None,
               help="Layers to offload to a GPU (default: $GGUF_MTP_N_GPU_LAYERS or 0).")
 @click.option("--json", "as_json", is_flag=True, help="Print text and statistics as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's log.")
-def generate(file, prompt, n_predict, drafter, draft, threads, n_gpu_layers, as_json, verbose):
-    """Generate greedily from FILE and print the text and the statistics
-    (tokens/s, tau = tokens per target pass, acceptance per draft position).
+def generate(file, prompt, n_predict, drafter, draft, temp, top_k, top_p, min_p, repeat_penalty, seed,
+             threads, n_gpu_layers, as_json, verbose):
+    """Generate from FILE and print the text and the statistics (tokens/s,
+    tau = tokens per target pass, acceptance per draft position, time split).
 
-    Greedy speculative output is token for token the output of --drafter none."""
-    from .runtime import Engine, RuntimeErrorLlama, RuntimeOptions, generate as gen_api
+    Greedy speculative output is token for token the output of --drafter none;
+    with --temp > 0 it has the target's distribution."""
+    from .runtime import Engine, RuntimeErrorLlama, RuntimeOptions, SamplingParams, generate as gen_api
     from .upstream import RuntimeMissing
 
     try:
-        opts = RuntimeOptions(n_threads=threads, verbose=verbose, draft_max=max(16, draft),
-                              load_mtp=drafter == "mtp")
+        params = SamplingParams(temperature=temp, top_k=top_k, top_p=top_p, min_p=min_p,
+                                repeat_penalty=repeat_penalty, seed=seed)
+        opts = RuntimeOptions(n_threads=threads, verbose=verbose, load_mtp=drafter == "mtp",
+                              draft_max=max(8, draft if isinstance(draft, int) else 0))
         if n_gpu_layers is not None:
             opts.n_gpu_layers = n_gpu_layers
         with Engine(file, opts) as eng:
-            g = gen_api(eng, prompt, n_predict, drafter=drafter, draft=draft)
+            g = gen_api(eng, prompt, n_predict, drafter=drafter, draft=draft, params=params)
     except (RuntimeMissing, RuntimeErrorLlama, ValueError) as e:
         _fail(e)
     if as_json:
@@ -176,7 +200,6 @@ def generate(file, prompt, n_predict, drafter, draft, threads, n_gpu_layers, as_
         return
     click.echo(prompt + g.text)
     print_stats(g.stats)
-
 
 @main.command()
 @click.option("--outtype", type=click.Choice(["f32", "f16", "q8_0"]), default="q8_0", show_default=True,

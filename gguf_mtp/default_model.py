@@ -199,6 +199,7 @@ def default_checkpoint(cache: Path | None = None, *, artifact: Path | None = Non
         return ckpt
     entry.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=entry))
+    staged.chmod(0o755)  # mkdtemp's 0700 would outlive the rename
     try:
         materialize(staged, artifact=artifact)
         try:

@@ -4,29 +4,40 @@
     with Engine("model.gguf") as eng:
         g = generate(eng, "def fib(n):", max_tokens=64, drafter="mtp", draft=3)
         print(g.text, g.stats.tau)
+
+:class:`SpeculativeLlama` (``gguf_mtp.runtime.api``) offers the same through
+llama-cpp-python's completion API shapes.
 """
 
 from __future__ import annotations
 
-from ..upstream import RuntimeMissing, installed_runtime
-from .engine import Engine, RuntimeErrorLlama, RuntimeOptions
-from .speculative import Generation, GenerationStats, generate_mtp, generate_plain
+from dataclasses import dataclass
 
-DRAFTERS = ("mtp", "none")
+from ..upstream import RuntimeMissing, installed_runtime
+from .decode import GenerationStats, decode
+from .drafters import DRAFTERS, Drafter, MTPDrafter, NgramDrafter, Proposal, make_drafter
+from .engine import Engine, RuntimeErrorLlama, RuntimeOptions
+from .sampling import SamplingParams
+
+
+@dataclass
+class Generation:
+    tokens: list[int]
+    text: str
+    stats: GenerationStats
 
 
 def generate(eng: Engine, prompt: str | list[int], max_tokens: int = 64, *,
-             drafter: str = "mtp", draft: int = 3, add_special: bool = True) -> Generation:
-    """Greedy generation from a text (or token) prompt with the chosen drafter."""
+             drafter: str | Drafter = "mtp", draft: int | str = 3, params: SamplingParams | None = None,
+             add_special: bool = True) -> Generation:
+    """Generate from a text (or token) prompt with the chosen drafter
+    (greedy unless ``params`` sets a temperature)."""
     tokens = eng.tokenize(prompt, add_special=add_special) if isinstance(prompt, str) else list(prompt)
-    if not tokens:
-        raise ValueError("empty prompt")
-    if drafter == "none":
-        out, st = generate_plain(eng, tokens, max_tokens)
-    elif drafter == "mtp":
-        out, st = generate_mtp(eng, tokens, max_tokens, draft)
-    else:
-        raise ValueError(f"unknown drafter {drafter!r}; choose one of {', '.join(DRAFTERS)}")
+    dr = make_drafter(drafter)
+    st = GenerationStats(dr.name, draft)
+    out: list[int] = []
+    for chunk in decode(eng, tokens, max_tokens, drafter=dr, draft=draft, params=params, stats=st):
+        out += chunk
     return Generation(out, eng.detokenize(out), st)
 
 
@@ -42,5 +53,6 @@ def info() -> dict:
     return out
 
 
-__all__ = ["Engine", "RuntimeOptions", "RuntimeErrorLlama", "RuntimeMissing", "Generation",
-           "GenerationStats", "generate", "generate_plain", "generate_mtp", "info", "DRAFTERS"]
+__all__ = ["Engine", "RuntimeOptions", "RuntimeErrorLlama", "RuntimeMissing", "Generation", "GenerationStats",
+           "SamplingParams", "Drafter", "MTPDrafter", "NgramDrafter", "Proposal", "DRAFTERS", "make_drafter",
+           "generate", "decode", "info"]

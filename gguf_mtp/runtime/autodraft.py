@@ -1,0 +1,164 @@
+"""``draft="auto"``: pick the draft length that pays on this machine.
+
+The target's batch-cost curve c(n) = time(n-token pass) / time(1-token pass)
+is measured once per model file and machine settings (cached on disk); the
+draft cost d is the time of one drafter step in the same unit. While
+generating, the acceptance at each draft position is tracked (conditional on
+the previous positions being accepted, with a decaying memory). For a draft
+length K the expected tokens per pass are
+
+    E(K) = 1 + sum_{i=1..K} prod_{j<=i} alpha_j
+
+and a pass costs c(K+1) + K*d, so the speed relative to plain decoding is
+E(K) / (c(K+1) + K*d); K = 0 (plain decoding) scores exactly 1. The chooser
+takes the best K; while it sits at 0 it probes K = 1 now and then so that it
+notices when drafting starts to pay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..upstream import cache_dir
+
+
+@dataclass
+class CostModel:
+    c: list[float]        # c[n-1] = cost of an n-token target pass, in 1-token passes
+    t1_s: float           # seconds of a 1-token target pass
+    draft: float          # one drafter step, in 1-token target passes
+
+    def pass_cost(self, k: int) -> float:
+        n = k + 1
+        if n <= len(self.c):
+            cn = self.c[n - 1]
+        else:  # extrapolate linearly from the last two points
+            slope = self.c[-1] - self.c[-2] if len(self.c) > 1 else 1.0
+            cn = self.c[-1] + slope * (n - len(self.c))
+        return cn + k * self.draft
+
+    def speedup_bound(self, tau: float, k: int) -> float:
+        """The speed bound of a drafter with acceptance tau at draft length k."""
+        return tau / self.pass_cost(k)
+
+
+def _median_time(fn, repeats: int) -> float:
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+def measure_cost_model(eng, n_max: int = 9, repeats: int = 5, context: int = 64) -> CostModel:
+    """Time target passes of 1..n_max tokens after a ``context``-token prefix,
+    and one MTP drafting step when the model has an MTP head."""
+    eng.clear()
+    prefix = [int(t) % eng.n_vocab for t in range(1, context + 1)]
+    eng.target_decode(prefix, 0, [False] * (context - 1) + [True])
+    times = []
+    for n in range(1, n_max + 1):
+        toks = prefix[:n]
+
+        def run(toks=toks, n=n):
+            eng.target_decode(toks, context, [True] * n)
+            eng.target_truncate(context)
+
+        run()  # warm-up (graph allocation for this size)
+        times.append(_median_time(run, repeats))
+    draft = 0.0
+    if eng.has_mtp:
+        h = np.zeros((context, eng.n_embd), dtype=np.float32)
+        eng.mtp_decode(prefix, h, 0, [False] * context)
+
+        def step():
+            eng.mtp_decode([prefix[0]], h[:1], context, [True])
+            eng.mtp_truncate(context)
+
+        step()
+        draft = _median_time(step, repeats) / times[0]
+    eng.clear()
+    return CostModel([t / times[0] for t in times], times[0], draft)
+
+
+def _cost_key(eng, n_max: int) -> str:
+    st = Path(eng.path).stat()
+    o = eng.opts
+    ident = [str(Path(eng.path).resolve()), st.st_size, int(st.st_mtime), o.n_threads or os.cpu_count(),
+             o.n_gpu_layers, o.kv_type, o.flash_attn, platform.machine(), platform.node(), n_max, eng.has_mtp]
+    return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
+
+
+def cost_model(eng, n_max: int = 9, refresh: bool = False) -> CostModel:
+    """The cached cost model of this model file on this machine (measured on first use)."""
+    path = cache_dir() / "cost-models.json"
+    key = _cost_key(eng, n_max)
+    table = {}
+    if path.exists():
+        try:
+            table = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            table = {}
+    if key in table and not refresh:
+        return CostModel(**table[key])
+    cm = measure_cost_model(eng, n_max)
+    table[key] = asdict(cm)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(table, indent=1))
+    os.replace(tmp, path)
+    return cm
+
+
+class AutoDraft:
+    """Chooses the draft length before each pass from the cost model and the
+    acceptance seen so far."""
+
+    def __init__(self, cost: CostModel, k_max: int, prior: float = 0.6, prior_weight: float = 2.0,
+                 decay: float = 0.97, probe_every: int = 32):
+        self.cost = cost
+        self.k_max = k_max
+        self.decay = decay
+        self.probe_every = probe_every
+        self.tried = np.full(k_max, prior_weight)
+        self.kept = np.full(k_max, prior * prior_weight)
+        self.since_draft = 0
+        self.history: list[int] = []
+
+    def alphas(self) -> np.ndarray:
+        return self.kept / self.tried
+
+    def expected_tokens(self, k: int) -> float:
+        return 1.0 + float(np.cumprod(self.alphas()[:k]).sum()) if k else 1.0
+
+    def score(self, k: int) -> float:
+        return self.expected_tokens(k) / self.cost.pass_cost(k) if k else 1.0
+
+    def choose(self) -> int:
+        best = max(range(self.k_max + 1), key=self.score)
+        if best == 0 and self.since_draft >= self.probe_every:
+            best = 1
+        self.history.append(best)
+        return best
+
+    def update(self, drafted: int, accepted: int) -> None:
+        if drafted == 0:
+            self.since_draft += 1
+            return
+        self.since_draft = 0
+        self.tried *= self.decay
+        self.kept *= self.decay
+        # position i was tried iff positions 1..i-1 were accepted
+        for i in range(min(drafted, accepted + 1)):
+            self.tried[i] += 1
+            if i < accepted:
+                self.kept[i] += 1

@@ -1,0 +1,204 @@
+"""The decoding loop every drafter plugs into.
+
+Prefill the prompt, then repeat: choose a draft length (fixed or auto),
+let the drafter propose, verify ``[t, d_1..d_K]`` in one target pass, keep the
+accepted prefix plus the target's own next token, roll the target cache back
+past the first rejection, and tell the drafter. Greedy verification is an
+exact match; with temperature > 0 the speculative-sampling rejection rule keeps
+the output distributed exactly as the target's.
+
+:func:`decode` is a generator of the tokens each pass produced, so callers can
+stream and stop early (stop strings); :class:`GenerationStats` is filled as it
+goes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from .autodraft import AutoDraft, cost_model
+from .drafters import Drafter, make_drafter
+from .engine import Engine
+from .sampling import Sampler, SamplingParams, verify_chain, verify_chain_greedy
+
+
+@dataclass
+class GenerationStats:
+    drafter: str
+    draft: int | str
+    n_prompt: int = 0
+    n_generated: int = 0
+    prompt_s: float = 0.0        # prefill (target + drafter catch-up)
+    decode_s: float = 0.0        # everything after the first generated token
+    target_s: float = 0.0        # target passes after prefill
+    draft_s: float = 0.0         # drafter calls
+    target_passes: int = 0       # target passes after prefill
+    accepted: list[int] = field(default_factory=list)   # per pass: accepted draft tokens
+    drafted: list[int] = field(default_factory=list)    # per pass: drafted tokens
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Decode speed: tokens after the first one, per second of decoding."""
+        n = self.n_generated - 1
+        return n / self.decode_s if self.decode_s > 0 and n > 0 else 0.0
+
+    @property
+    def tau(self) -> float:
+        """Mean tokens produced per target pass (accepted drafts + the target's own token)."""
+        return (self.n_generated - 1) / self.target_passes if self.target_passes else 0.0
+
+    @property
+    def acceptance_per_position(self) -> list[float]:
+        """For draft position i (1-based), the share of passes that drafted at
+        least i tokens in which the i-th draft token was accepted."""
+        out = []
+        for i in range(1, max(self.drafted, default=0) + 1):
+            n = sum(1 for d in self.drafted if d >= i)
+            a = sum(1 for d, acc in zip(self.drafted, self.accepted) if d >= i and acc >= i)
+            out.append(a / n if n else 0.0)
+        return out
+
+    @property
+    def acceptance_rate(self) -> float:
+        d = sum(self.drafted)
+        return sum(self.accepted) / d if d else 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "drafter": self.drafter, "draft": self.draft, "n_prompt": self.n_prompt,
+            "n_generated": self.n_generated, "tokens_per_s": self.tokens_per_s, "tau": self.tau,
+            "acceptance_rate": self.acceptance_rate, "acceptance_per_position": self.acceptance_per_position,
+            "target_passes": self.target_passes, "prompt_s": self.prompt_s, "decode_s": self.decode_s,
+            "target_s": self.target_s, "draft_s": self.draft_s,
+            "other_s": max(0.0, self.decode_s - self.target_s - self.draft_s),
+            "mean_draft": (sum(self.drafted) / len(self.drafted)) if self.drafted else 0.0,
+        }
+
+
+def _prefill(eng: Engine, prompt: list[int], want_hidden: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Target over the prompt in n_batch chunks; returns the last logits (copy)
+    and, if asked, the NextN hidden states of every prompt position."""
+    n_batch = eng.opts.n_batch
+    hidden = [] if want_hidden else None
+    logits = None
+    for start in range(0, len(prompt), n_batch):
+        chunk = prompt[start:start + n_batch]
+        last = start + len(chunk) == len(prompt)
+        eng.target_decode(chunk, start, [False] * (len(chunk) - 1) + [last])
+        if want_hidden:
+            hidden.append(eng.target_hidden(len(chunk)))
+        if last:
+            logits = eng.target_logits(len(chunk) - 1).copy()
+    return logits, (np.concatenate(hidden) if want_hidden else None)
+
+
+def _choose(sampler: Sampler, logits: np.ndarray, history: list[int]) -> int:
+    p = sampler.params
+    if p.greedy and p.repeat_penalty == 1.0:
+        return int(np.argmax(logits))
+    return sampler.next_token(logits, history)
+
+
+def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Drafter = "mtp",
+           draft: int | str = 3, params: SamplingParams | None = None,
+           stats: GenerationStats | None = None) -> Iterator[list[int]]:
+    """Yield the tokens produced by each pass (the first yield is the prompt's
+    next token). ``draft`` is a fixed draft length or ``"auto"``."""
+    if not prompt:
+        raise ValueError("empty prompt")
+    params = params or SamplingParams()
+    sampler = Sampler(params)
+    dr = make_drafter(drafter)
+    auto = None
+    if draft == "auto":
+        k_max = eng.opts.draft_max if dr.name != "none" else 0
+        auto = AutoDraft(cost_model(eng, n_max=k_max + 1), k_max) if k_max else None
+    elif not isinstance(draft, int) or draft < 0 or draft > eng.opts.draft_max:
+        raise ValueError(f"draft must be 'auto' or in 0..{eng.opts.draft_max}, got {draft!r}")
+    k_fixed = 0 if dr.name == "none" or auto else int(draft)
+    st = stats if stats is not None else GenerationStats(dr.name, draft)
+    st.n_prompt = len(prompt)
+
+    eng.clear()
+    t0 = time.perf_counter()
+    logits, hidden = _prefill(eng, prompt, dr.needs_hidden)
+    history = list(prompt)
+    tok = _choose(sampler, logits, history)
+    d0 = time.perf_counter()
+    dr.begin(eng, prompt, hidden)
+    st.draft_s += time.perf_counter() - d0
+    t1 = time.perf_counter()
+    st.prompt_s = t1 - t0
+    st.n_generated = 1
+    yield [tok]
+    pos = len(prompt)
+    try:
+        while st.n_generated < max_tokens and not eng.is_eog(tok):
+            k = auto.choose() if auto else k_fixed
+            k = min(k, max_tokens - st.n_generated - 1)
+            a = time.perf_counter()
+            ctx = history + [tok]
+            proposal = dr.propose(eng, ctx, tok, pos, k, params, sampler.rng) if k > 0 else None
+            st.draft_s += time.perf_counter() - a
+            drafts = proposal.tokens if proposal else []
+
+            b = time.perf_counter()
+            verify = [tok] + drafts
+            eng.target_decode(verify, pos, [True] * len(verify))
+            if params.greedy:
+                targets = [_choose(sampler, eng.target_logits(j), ctx + drafts[:j]) for j in range(len(verify))]
+                n_acc, nxt = verify_chain_greedy(targets, drafts)
+            else:
+                ps = [sampler.distribution(eng.target_logits(j), ctx + drafts[:j]) for j in range(len(verify))]
+                qs = proposal.q if proposal and proposal.q is not None else [_one_hot(len(ps[0]), d) for d in drafts]
+                n_acc, nxt = verify_chain(ps, qs, drafts, sampler.rng)
+            hidden = eng.target_hidden(len(verify)) if dr.needs_hidden else None
+            if n_acc < len(drafts):
+                eng.target_truncate(pos + n_acc + 1)
+            st.target_s += time.perf_counter() - b
+            st.target_passes += 1
+            st.drafted.append(len(drafts))
+            st.accepted.append(n_acc)
+            if auto:
+                auto.update(len(drafts), n_acc)
+
+            d0 = time.perf_counter()
+            dr.accept(eng, tok, pos, proposal or _EMPTY, n_acc, hidden)
+            st.draft_s += time.perf_counter() - d0
+
+            new = drafts[:n_acc] + [nxt]
+            out = []
+            for t in new:
+                out.append(t)
+                if eng.is_eog(t) or st.n_generated + len(out) >= max_tokens:
+                    break
+            history += [tok] + drafts[:n_acc]
+            pos += n_acc + 1
+            tok = nxt
+            st.n_generated += len(out)
+            st.decode_s = time.perf_counter() - t1
+            yield out
+            if len(out) < len(new):
+                break
+    finally:
+        st.decode_s = time.perf_counter() - t1
+        if auto:
+            st.draft = "auto"
+
+
+def _one_hot(n: int, i: int) -> np.ndarray:
+    q = np.zeros(n, dtype=np.float64)
+    q[i] = 1.0
+    return q
+
+
+class _Empty:
+    tokens: list[int] = []
+    q = None
+
+
+_EMPTY = _Empty()

@@ -1,0 +1,150 @@
+"""The drafter interface and its implementations.
+
+A drafter proposes tokens that follow the newest sampled token; the target
+verifies them in one pass and tells the drafter how many it kept. The loop in
+:mod:`gguf_mtp.runtime.decode` drives any drafter through these calls:
+
+    begin(eng, prompt, hidden)           after the prompt's target pass
+    propose(eng, context, tok, pos, k)   -> Proposal (chain), k >= 1; ``context``
+                                         is every token so far, ``tok`` (the
+                                         newest, at ``pos``) included
+    accept(eng, tok, pos, proposal, n_accepted, hidden)
+                                         after verification; ``hidden`` holds the
+                                         target's NextN rows of the verify batch
+
+``Proposal.q`` carries the drafter's distribution at each position (needed by
+the rejection rule when sampling); ``None`` means a deterministic drafter
+(q = one-hot at the proposed token).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .engine import Engine
+from .sampling import SamplingParams, sample_from, target_distribution
+
+
+@dataclass
+class Proposal:
+    tokens: list[int] = field(default_factory=list)
+    q: list[np.ndarray] | None = None   # one distribution per proposed token, or None (one-hot)
+    draft_s: float = 0.0
+
+
+class Drafter:
+    """Base class: a drafter that proposes nothing (plain decoding)."""
+
+    name = "none"
+    #: the target must export its NextN hidden states for this drafter
+    needs_hidden = False
+
+    def begin(self, eng: Engine, prompt: list[int], hidden: np.ndarray | None) -> None:
+        pass
+
+    def propose(self, eng: Engine, context: list[int], tok: int, pos: int, k: int,
+                params: SamplingParams, rng: np.random.Generator) -> Proposal:
+        return Proposal()
+
+    def accept(self, eng: Engine, tok: int, pos: int, proposal: Proposal, n_accepted: int,
+               hidden: np.ndarray | None) -> None:
+        pass
+
+
+class MTPDrafter(Drafter):
+    """Native MTP: the model's NextN head applied recursively (one shared head).
+
+    The MTP at position p reads (x_p, h_{p-1}); its output hidden state stands in
+    for the target's at the next draft step. The MTP cache keeps rows paired with
+    the *target's* hidden states: rows written from the head's own states during
+    drafting are replaced once the target has verified those positions (the
+    replacement rows ride along with the next draft call)."""
+
+    name = "mtp"
+    needs_hidden = True
+    FLUSH_ROWS = 32
+
+    def begin(self, eng, prompt, hidden):
+        if not eng.has_mtp:
+            raise ValueError(f"{eng.path} has no MTP layers loaded: use drafter 'none'")
+        self.pending = np.zeros(eng.n_embd, dtype=np.float32)
+        n_batch = eng.opts.n_batch
+        for start in range(0, len(prompt), n_batch):
+            chunk = prompt[start:start + n_batch]
+            h = hidden[start:start + len(chunk)]
+            shifted = np.concatenate([self.pending[None, :], h[:-1]], axis=0)
+            eng.mtp_decode(chunk, shifted, start, [False] * len(chunk))
+            self.pending = h[-1].copy()
+        self.catch_tokens: list[int] = []
+        self.catch_hidden: list[np.ndarray] = []
+
+    def propose(self, eng, context, tok, pos, k, params, rng):
+        drafts: list[int] = []
+        qs: list[np.ndarray] | None = None if params.greedy else []
+        toks = self.catch_tokens + [tok]
+        hid = np.stack(self.catch_hidden + [self.pending])
+        eng.mtp_decode(toks, hid, pos - len(self.catch_tokens), [False] * (len(toks) - 1) + [True])
+        row = len(toks) - 1
+        for i in range(k):
+            logits = eng.mtp_logits(row)
+            if params.greedy:
+                d = int(np.argmax(logits))
+            else:
+                q = target_distribution(logits, context + drafts, params)
+                d = sample_from(q, rng)
+                qs.append(q)
+            drafts.append(d)
+            if i + 1 < k:
+                h = eng.mtp_hidden(row)
+                eng.mtp_decode([d], h[None, :], pos + 1 + i, [True])
+                row = 0
+        return Proposal(drafts, qs)
+
+    def accept(self, eng, tok, pos, proposal, n_accepted, hidden):
+        if proposal.tokens:
+            # (tok, pending) at `pos` is right; later rows were built on the head's own states
+            eng.mtp_truncate(pos + 1)
+            self.catch_tokens = proposal.tokens[:n_accepted]
+            self.catch_hidden = [hidden[j] for j in range(n_accepted)]
+        else:
+            self.catch_tokens = self.catch_tokens + [tok]
+            self.catch_hidden = self.catch_hidden + [self.pending]
+            if len(self.catch_tokens) >= self.FLUSH_ROWS:
+                # passes without drafting (draft length 0): write the rows now
+                n = len(self.catch_tokens)
+                eng.mtp_decode(self.catch_tokens, np.stack(self.catch_hidden), pos + 1 - n, [False] * n)
+                self.catch_tokens, self.catch_hidden = [], []
+        self.pending = hidden[n_accepted].copy()
+
+
+class NgramDrafter(Drafter):
+    """Prompt-lookup n-gram drafting, llama-cpp-python's ``LlamaPromptLookupDecoding``:
+    find the longest recent n-gram earlier in the text and propose what followed.
+    A baseline that needs no head; deterministic (q is one-hot)."""
+
+    name = "ngram"
+
+    def __init__(self, max_ngram_size: int = 3):
+        from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+        self.lookup = LlamaPromptLookupDecoding(max_ngram_size=max_ngram_size)
+
+    def propose(self, eng, context, tok, pos, k, params, rng):
+        self.lookup.num_pred_tokens = k
+        ids = np.asarray(context, dtype=np.intc)
+        return Proposal([int(t) for t in self.lookup(ids)][:k], None)
+
+
+#: drafter registry: name -> factory
+DRAFTERS = {"none": Drafter, "mtp": MTPDrafter, "ngram": NgramDrafter}
+
+
+def make_drafter(name: str | Drafter) -> Drafter:
+    if isinstance(name, Drafter):
+        return name
+    try:
+        return DRAFTERS[name]()
+    except KeyError:
+        raise ValueError(f"unknown drafter {name!r}; choose one of {', '.join(DRAFTERS)}") from None
