@@ -1,0 +1,147 @@
+"""The runtime as users drive it: drafters behind one interface, sampling that
+keeps the target's distribution, draft='auto', and SpeculativeLlama with
+llama-cpp-python's completion shapes, streaming, stop strings and chat."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+
+from gguf_mtp.runtime import Engine, RuntimeOptions, SamplingParams, generate
+from gguf_mtp.runtime import decode as decode_mod
+from gguf_mtp.runtime.api import SpeculativeLlama
+from gguf_mtp.runtime.autodraft import AutoDraft, CostModel, measure_cost_model
+from gguf_mtp.runtime.sampling import chi2_gof, target_distribution
+
+CODE = "def read_lines(path):\n    with open(path) as f:\n        return f.read().splitlines()\n\n\ndef read_lines("
+
+
+@pytest.mark.parametrize("drafter,draft", [("ngram", 4), ("ngram", 8), ("mtp", "auto"), ("ngram", "auto")])
+def test_every_drafter_is_lossless_under_greedy(default_gguf, drafter, draft):
+    with Engine(default_gguf("f32"), RuntimeOptions(n_threads=2)) as eng:
+        for prompt in (CODE, "class Queue:\n    def __init__(self):\n"):
+            plain = generate(eng, prompt, 40, drafter="none")
+            spec = generate(eng, prompt, 40, drafter=drafter, draft=draft)
+            assert spec.tokens == plain.tokens
+
+
+def test_ngram_drafts_from_repeated_text(default_gguf):
+    with Engine(default_gguf("f32"), RuntimeOptions(n_threads=2)) as eng:
+        g = generate(eng, CODE, 24, drafter="ngram", draft=4)
+    assert sum(g.stats.drafted) > 0 and sum(g.stats.accepted) > 0
+
+
+def test_sampling_keeps_the_target_distribution(default_gguf):
+    """Chi-square: the second generated token (the first one decided by a
+    speculative pass), given the first, follows the target's own distribution."""
+    params = dict(temperature=1.0, top_k=8)
+    prompt = "import os\nimport "
+    with Engine(default_gguf("f32"), RuntimeOptions(n_threads=2)) as eng:
+        ptoks = eng.tokenize(prompt)
+        eng.clear()
+        eng.target_decode(ptoks, 0, [False] * (len(ptoks) - 1) + [True])
+        p0 = target_distribution(eng.target_logits(len(ptoks) - 1), ptoks, SamplingParams(**params))
+        first = int(np.argmax(p0))
+        eng.clear()
+        ctx = ptoks + [first]
+        eng.target_decode(ctx, 0, [False] * (len(ctx) - 1) + [True])
+        p1 = target_distribution(eng.target_logits(len(ctx) - 1), ctx, SamplingParams(**params))
+        support = np.flatnonzero(p1)
+        counts = collections.Counter()
+        accepted = 0
+        for seed in range(1500):
+            g = generate(eng, ptoks, 2, drafter="mtp", draft=2, params=SamplingParams(seed=seed, **params))
+            if g.tokens[0] == first:
+                counts[g.tokens[1]] += 1
+                accepted += g.stats.accepted[0] if g.stats.accepted else 0
+    n = sum(counts.values())
+    assert n > 300, f"too few samples with the modal first token ({n})"
+    assert set(counts) <= set(support.tolist())
+    stat, dof, pvalue = chi2_gof([counts[t] for t in support], p1[support])
+    assert pvalue > 1e-3, (stat, dof, pvalue, dict(counts))
+    assert accepted > 0  # the speculative path (accepted drafts) really ran
+
+
+def test_auto_draft_chooses_zero_when_verification_is_expensive(default_gguf, monkeypatch):
+    expensive = CostModel(c=[float(n) for n in range(1, 10)], t1_s=0.01, draft=1.0)
+    chooser = AutoDraft(expensive, k_max=8)
+    assert chooser.choose() == 0
+    monkeypatch.setattr(decode_mod, "cost_model", lambda eng, n_max: expensive)
+    with Engine(default_gguf("f32"), RuntimeOptions(n_threads=2, draft_max=8)) as eng:
+        plain = generate(eng, CODE, 48, drafter="none")
+        auto = generate(eng, CODE, 48, drafter="mtp", draft="auto")
+    assert auto.tokens == plain.tokens
+    # no drafting except the periodic probe
+    assert sum(1 for d in auto.stats.drafted if d) <= 2
+
+
+def test_auto_draft_drafts_when_it_pays():
+    cheap = CostModel(c=[1.0 + 0.05 * n for n in range(9)], t1_s=0.01, draft=0.05)
+    chooser = AutoDraft(cheap, k_max=8)
+    for _ in range(50):
+        chooser.update(4, 4)   # everything accepted
+    assert chooser.choose() >= 4
+    for _ in range(200):
+        chooser.update(1, 0)   # nothing accepted
+    assert chooser.choose() == 0
+
+
+def test_cost_model_is_measured_and_increasing(default_gguf):
+    with Engine(default_gguf("f32"), RuntimeOptions(n_threads=2)) as eng:
+        cm = measure_cost_model(eng, n_max=4, repeats=3)
+    assert cm.c[0] == 1.0 and len(cm.c) == 4 and cm.t1_s > 0 and cm.draft > 0
+    assert cm.c[3] > 1.0  # a 4-token pass costs more than a 1-token pass
+
+
+@pytest.fixture(scope="module")
+def llm(default_gguf):
+    with SpeculativeLlama(str(default_gguf("f32")), n_threads=2, drafter="mtp", draft=3, seed=0) as m:
+        yield m
+
+
+def test_completion_shape_and_stats(llm):
+    out = llm.create_completion("def add(a, b):\n", max_tokens=12, temperature=0)
+    assert out["object"] == "text_completion"
+    assert out["choices"][0]["finish_reason"] in ("length", "stop")
+    assert out["usage"]["completion_tokens"] <= 12
+    assert out["gguf_mtp"]["drafter"] == "mtp"
+    assert llm.last_stats.target_passes > 0
+    plain = llm("def add(a, b):\n", max_tokens=12, temperature=0, drafter="none")
+    assert plain["choices"][0]["text"] == out["choices"][0]["text"]
+
+
+def test_streaming_concatenates_to_the_full_text(llm):
+    full = llm("class Point:\n", max_tokens=24, temperature=0)["choices"][0]["text"]
+    chunks = list(llm("class Point:\n", max_tokens=24, temperature=0, stream=True))
+    assert all(c["object"] == "text_completion" for c in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] is not None
+    assert "".join(c["choices"][0]["text"] for c in chunks) == full
+
+
+def test_stop_strings(llm):
+    full = llm("def add(a, b):\n", max_tokens=32, temperature=0)["choices"][0]["text"]
+    stop = full[5:9]
+    assert stop
+    for stream in (False, True):
+        res = llm("def add(a, b):\n", max_tokens=32, temperature=0, stop=[stop], stream=stream)
+        chunks = list(res) if stream else [res]
+        text = "".join(c["choices"][0]["text"] for c in chunks)
+        assert text == full[: full.find(stop)]
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_chat_completion_uses_the_gguf_template(llm):
+    res = llm.create_chat_completion([{"role": "user", "content": "Write a function."}], max_tokens=8,
+                                     temperature=0)
+    assert res["object"] == "chat.completion"
+    assert res["choices"][0]["message"]["role"] == "assistant"
+    chunks = list(llm.create_chat_completion([{"role": "user", "content": "Hi"}], max_tokens=4, stream=True))
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
+
+
+def test_seeded_sampling_is_reproducible(llm):
+    a = llm("import ", max_tokens=16, temperature=0.9, seed=7)["choices"][0]["text"]
+    b = llm("import ", max_tokens=16, temperature=0.9, seed=7)["choices"][0]["text"]
+    assert a == b
