@@ -55,27 +55,13 @@ class _Batch:
         self._keep: list = []
 
     def fill(self, tokens, pos0: int, outputs, hidden: np.ndarray | None = None) -> None:
-        L = self.L
-        L.llama_batch_ext_clear(self.ptr)
-        self._keep = []
-        for i, tok in enumerate(tokens):
-            idx = L.llama_batch_ext_add_token(self.ptr, 0, int(tok))
-            if idx != i:
-                raise RuntimeErrorLlama(f"llama_batch_ext_add_token returned {idx} for token {i}")
-            self._pos[0] = pos0 + i
-            L.llama_batch_ext_set_pos(self.ptr, idx, self._pos)
-            if hidden is not None:
-                row = np.ascontiguousarray(hidden[i], dtype=np.float32)
-                self._keep.append(row)
-                embd = L.llama_embd(row.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), 1, row.shape[0])
-                if not L.llama_batch_ext_set_embd_token(self.ptr, idx, embd):
-                    raise RuntimeErrorLlama("llama_batch_ext_set_embd_token failed (hidden size mismatch?)")
-            if outputs[i]:
-                L.llama_batch_ext_set_output_logits(self.ptr, idx, True)
+        """Consecutive tokens of sequence 0 from position ``pos0``."""
+        self.fill_rows([(t, pos0 + i, (0,), o) for i, (t, o) in enumerate(zip(tokens, outputs))], hidden)
 
-    def fill_rows(self, rows) -> None:
+    def fill_rows(self, rows, hidden: np.ndarray | None = None) -> None:
         """General form: ``rows`` of (token, pos, seq_ids, output) — a token may
-        belong to several sequences (draft trees)."""
+        belong to several sequences (draft trees); ``hidden[i]`` is row i's
+        hidden-state input (MTP contexts)."""
         L = self.L
         L.llama_batch_ext_clear(self.ptr)
         self._keep = []
@@ -88,6 +74,12 @@ class _Batch:
                     raise RuntimeErrorLlama(f"llama_batch_ext_add_seq failed for row {i}, seq {s}")
             self._pos[0] = pos
             L.llama_batch_ext_set_pos(self.ptr, idx, self._pos)
+            if hidden is not None:
+                row = np.ascontiguousarray(hidden[i], dtype=np.float32)
+                self._keep.append(row)
+                embd = L.llama_embd(row.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), 1, row.shape[0])
+                if not L.llama_batch_ext_set_embd_token(self.ptr, idx, embd):
+                    raise RuntimeErrorLlama("llama_batch_ext_set_embd_token failed (hidden size mismatch?)")
             if output:
                 L.llama_batch_ext_set_output_logits(self.ptr, idx, True)
 
@@ -201,80 +193,84 @@ class Engine:
     def detokenize(self, tokens) -> str:
         return b"".join(self.token_bytes(t) for t in tokens).decode(errors="replace")
 
-    # -- target --------------------------------------------------------------
+    # -- shared plumbing -----------------------------------------------------
 
     def clear(self) -> None:
         self.L.llama_memory_clear(self.mem, True)
         if self.mtp_ctx is not None:
             self.L.llama_memory_clear(self.mtp_mem, True)
 
+    def _run(self, ctx, batch: _Batch, what: str) -> None:
+        if not batch.ptr:
+            raise RuntimeErrorLlama("engine is closed")
+        rc = self.L.llama_process(ctx, self.L.LLAMA_PROCESS_TYPE_DECODE, batch.ptr)
+        if rc != 0:
+            raise RuntimeErrorLlama(f"{what} decode failed (rc={rc})")
+
+    def _check_batch(self, n: int) -> None:
+        if n > self.opts.n_batch:
+            raise ValueError(f"batch of {n} tokens exceeds n_batch={self.opts.n_batch}")
+
+    def _logits(self, ctx, i: int, what: str) -> np.ndarray:
+        ptr = self.L.llama_get_logits_ith(ctx, i)
+        if not ptr:
+            raise RuntimeErrorLlama(f"no {what} logits for batch row {i}")
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def _hidden(self, ctx, i: int, what: str) -> np.ndarray:
+        ptr = self.P.llama_mtp_get_embeddings_nextn_ith(ctx, i)
+        if not ptr:
+            raise RuntimeErrorLlama(f"no {what} hidden state for batch row {i}")
+        return np.ctypeslib.as_array(ptr, shape=(self.n_embd,))
+
+    def _truncate(self, mem, pos: int, what: str) -> None:
+        if not self.L.llama_memory_seq_rm(mem, 0, pos, -1):
+            raise RuntimeErrorLlama(f"{what} cache cannot roll back to position {pos}")
+
+    # -- target --------------------------------------------------------------
+
     def target_decode(self, tokens, pos0: int, outputs) -> None:
         """Run the target over ``tokens`` at positions ``pos0...`` (one batch)."""
-        if len(tokens) > self.opts.n_batch:
-            raise ValueError(f"batch of {len(tokens)} tokens exceeds n_batch={self.opts.n_batch}")
+        self._check_batch(len(tokens))
         self.batch.fill(tokens, pos0, outputs)
-        rc = self.L.llama_process(self.ctx, self.L.LLAMA_PROCESS_TYPE_DECODE, self.batch.ptr)
-        if rc != 0:
-            raise RuntimeErrorLlama(f"target decode failed (rc={rc}) at position {pos0}")
+        self._run(self.ctx, self.batch, "target")
 
     def target_decode_rows(self, rows) -> None:
         """Run the target over general rows (token, pos, seq_ids, output) in one batch."""
-        if len(rows) > self.opts.n_batch:
-            raise ValueError(f"batch of {len(rows)} tokens exceeds n_batch={self.opts.n_batch}")
+        self._check_batch(len(rows))
         self.batch.fill_rows(rows)
-        rc = self.L.llama_process(self.ctx, self.L.LLAMA_PROCESS_TYPE_DECODE, self.batch.ptr)
-        if rc != 0:
-            raise RuntimeErrorLlama(f"target decode failed (rc={rc})")
+        self._run(self.ctx, self.batch, "target")
 
     def target_logits(self, i: int) -> np.ndarray:
         """Logits of batch row ``i`` of the last target decode (a view; copy to keep)."""
-        ptr = self.L.llama_get_logits_ith(self.ctx, i)
-        if not ptr:
-            raise RuntimeErrorLlama(f"no logits for batch row {i}")
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        return self._logits(self.ctx, i, "target")
 
     def target_hidden(self, n: int) -> np.ndarray:
         """The NextN hidden states (MTP inputs) of rows 0..n-1 of the last target decode."""
-        out = np.empty((n, self.n_embd), dtype=np.float32)
-        for i in range(n):
-            ptr = self.P.llama_mtp_get_embeddings_nextn_ith(self.ctx, i)
-            if not ptr:
-                raise RuntimeErrorLlama(f"no hidden state for batch row {i}")
-            out[i] = np.ctypeslib.as_array(ptr, shape=(self.n_embd,))
-        return out
+        return np.stack([self._hidden(self.ctx, i, "target") for i in range(n)]) if n else \
+            np.empty((0, self.n_embd), dtype=np.float32)
 
     def target_truncate(self, pos: int) -> None:
         """Drop target KV (and recurrent state) from position ``pos`` on."""
-        if not self.L.llama_memory_seq_rm(self.mem, 0, pos, -1):
-            raise RuntimeErrorLlama(f"target cache cannot roll back to position {pos}")
+        self._truncate(self.mem, pos, "target")
 
     # -- MTP -----------------------------------------------------------------
 
     def mtp_decode(self, tokens, hidden: np.ndarray, pos0: int, outputs) -> None:
         """Run the MTP head over (token, hidden) pairs at positions ``pos0...``;
         ``outputs[i]`` asks for the logits and hidden state of row i."""
-        if len(tokens) > self.opts.n_batch:
-            raise ValueError(f"batch of {len(tokens)} tokens exceeds n_batch={self.opts.n_batch}")
+        self._check_batch(len(tokens))
         self.mtp_batch.fill(tokens, pos0, outputs, hidden)
-        rc = self.L.llama_process(self.mtp_ctx, self.L.LLAMA_PROCESS_TYPE_DECODE, self.mtp_batch.ptr)
-        if rc != 0:
-            raise RuntimeErrorLlama(f"MTP decode failed (rc={rc}) at position {pos0}")
+        self._run(self.mtp_ctx, self.mtp_batch, "MTP")
 
     def mtp_logits(self, i: int) -> np.ndarray:
-        ptr = self.L.llama_get_logits_ith(self.mtp_ctx, i)
-        if not ptr:
-            raise RuntimeErrorLlama(f"no MTP logits for batch row {i}")
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        return self._logits(self.mtp_ctx, i, "MTP")
 
     def mtp_hidden(self, i: int) -> np.ndarray:
-        ptr = self.P.llama_mtp_get_embeddings_nextn_ith(self.mtp_ctx, i)
-        if not ptr:
-            raise RuntimeErrorLlama(f"no MTP hidden state for batch row {i}")
-        return np.ctypeslib.as_array(ptr, shape=(self.n_embd,)).copy()
+        return self._hidden(self.mtp_ctx, i, "MTP").copy()
 
     def mtp_truncate(self, pos: int) -> None:
-        if not self.L.llama_memory_seq_rm(self.mtp_mem, 0, pos, -1):
-            raise RuntimeErrorLlama(f"MTP cache cannot roll back to position {pos}")
+        self._truncate(self.mtp_mem, pos, "MTP")
 
     # -- lifetime ------------------------------------------------------------
 
