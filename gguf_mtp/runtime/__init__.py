@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..upstream import RuntimeMissing, installed_runtime
-from .decode import GenerationStats, decode
+from .loop import GenerationStats, decode
 from .drafters import DRAFTERS, Drafter, MTPDrafter, NgramDrafter, Proposal, make_drafter
 from .engine import Engine, RuntimeErrorLlama, RuntimeOptions
 from .sampling import SamplingParams

@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Iterator
 
-from .decode import GenerationStats, decode
+from .loop import GenerationStats, decode
 from .drafters import make_drafter
 from .engine import Engine, RuntimeOptions
 from .sampling import SamplingParams

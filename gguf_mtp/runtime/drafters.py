@@ -2,7 +2,7 @@
 
 A drafter proposes tokens that follow the newest sampled token; the target
 verifies them in one pass and tells the drafter how many it kept. The loop in
-:mod:`gguf_mtp.runtime.decode` drives any drafter through these calls:
+:mod:`gguf_mtp.runtime.loop` drives any drafter through these calls:
 
     begin(eng, prompt, hidden)           after the prompt's target pass
     propose(eng, context, tok, pos, k)   -> Proposal (chain), k >= 1; ``context``
