@@ -158,8 +158,10 @@ class _DraftLength(click.ParamType):
 @click.option("-p", "--prompt", required=True, help="Prompt text.")
 @click.option("-n", "--n-predict", "n_predict", type=int, default=64, show_default=True,
               help="Tokens to generate.")
-@click.option("--drafter", type=click.Choice(["mtp", "ngram", "none"]), default="mtp", show_default=True,
-              help="mtp: the file's native MTP head; ngram: prompt-lookup n-grams; none: plain decoding.")
+@click.option("--drafter", type=click.Choice(["mtp", "ngram", "ngram-tree", "none"]), default="mtp",
+              show_default=True,
+              help="mtp: the file's native MTP head; ngram: prompt-lookup n-grams; ngram-tree: several "
+                   "n-gram continuations verified as one tree; none: plain decoding.")
 @click.option("--draft", type=_DraftLength(), default="3", show_default=True,
               help="Draft length K, or 'auto' to pick the K (0 included) that pays on this machine.")
 @click.option("--temp", type=float, default=0.0, show_default=True,
@@ -182,17 +184,19 @@ def generate(file, prompt, n_predict, drafter, draft, temp, top_k, top_p, min_p,
     Greedy speculative output is token for token the output of --drafter none;
     with --temp > 0 it has the target's distribution."""
     from .runtime import Engine, RuntimeErrorLlama, RuntimeOptions, SamplingParams, generate as gen_api
+    from .runtime import make_drafter
     from .upstream import RuntimeMissing
 
     try:
+        dr = make_drafter(drafter)
         params = SamplingParams(temperature=temp, top_k=top_k, top_p=top_p, min_p=min_p,
                                 repeat_penalty=repeat_penalty, seed=seed)
         opts = RuntimeOptions(n_threads=threads, verbose=verbose, load_mtp=drafter == "mtp",
                               draft_max=max(8, draft if isinstance(draft, int) else 0))
         if n_gpu_layers is not None:
             opts.n_gpu_layers = n_gpu_layers
-        with Engine(file, opts) as eng:
-            g = gen_api(eng, prompt, n_predict, drafter=drafter, draft=draft, params=params)
+        with Engine(file, dr.configure(opts)) as eng:
+            g = gen_api(eng, prompt, n_predict, drafter=dr, draft=draft, params=params)
     except (RuntimeMissing, RuntimeErrorLlama, ValueError) as e:
         _fail(e)
     if as_json:

@@ -8,18 +8,26 @@ library by ``tools/train_default_model.py``; ``data/DEFAULT_MODEL.md`` is its
 card (data, losses, acceptance measured in llama.cpp).
 
 Shape (``Qwen3_5ForCausalLM``, the layout of the released checkpoints): hidden
-128, 4 layers (3 Gated DeltaNet + 1 full attention, as Qwen3.5's every-4th
+128, 4 layers (3 Gated DeltaNet + 1 full attention, Qwen3.5's every-4th
 pattern), 4 query / 2 KV heads of dim 32 with output gate and partial M-RoPE,
-MLP 384, tied embeddings, one MTP layer. Trained on __TOKENS_SEEN__ tokens
-(__STEPS__ steps of 16 x 128) of the Python 3.11 standard library (__N_TOKENS__ Qwen3.5
-tokens in __N_FILES__ files); final validation loss __VAL_NEXT__ nats (next token) and __VAL_MTP__
-(MTP, token after next), in the full 151,936-token vocabulary.
+MLP 384, tied embeddings, one MTP layer; 1.63 M trained parameters (0.25 M in
+the MTP block). Data: 479 files of the Python 3.11 standard library (tests,
+idlelib, lib2to3 and the generated ``encodings`` tables left out; docstrings,
+comments and ``pydoc_data`` give some prose), 2,226,645 Qwen3.5 tokens.
+Trained on 1,228,800 tokens (600 steps of 16 x 128, 0.56 epochs); validation
+loss 3.94 nats (next token) and 3.94 (MTP, the token after next) in the full
+151,936-token vocabulary. Teacher-forced on held-out text the head's draft
+equals the trunk's greedy token 63% of the time; in llama.cpp on
+:data:`DEFAULT_PROMPTS` it accepts 0.95 / 0.71 / 0.26 at draft positions 1-3
+(tau 2.9 tokens per target pass), partly because greedy output of so small a
+model soon repeats itself.
 
-Only the 8,192 most frequent token ids of the data have embedding rows; all
-other rows are exactly zero and are not stored. With tied embeddings a zero
-row has logit exactly 0, so training used the exact full-vocabulary softmax
-(used logits plus one constant column ``log(#zero rows)``) and the expanded
-checkpoint computes exactly the trained distribution.
+Only the 4,095 most frequent token ids of the data (89% of its tokens) have
+embedding rows; all other rows are exactly zero and are not stored. With tied
+embeddings a zero row has logit exactly 0, so training used the exact
+full-vocabulary softmax (used logits plus one constant column
+``log(#zero rows)``) and the expanded checkpoint computes exactly the trained
+distribution.
 
 The artifact (``data/default_model.npz``, float16) holds the compact weights,
 the used-id list, the config and the training record. :func:`materialize`

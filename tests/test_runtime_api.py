@@ -9,7 +9,7 @@ import collections
 import numpy as np
 import pytest
 
-from gguf_mtp.runtime import Engine, RuntimeOptions, SamplingParams, generate
+from gguf_mtp.runtime import Engine, RuntimeOptions, SamplingParams, generate, make_drafter
 from gguf_mtp.runtime import loop as decode_mod
 from gguf_mtp.runtime.api import SpeculativeLlama
 from gguf_mtp.runtime.autodraft import AutoDraft, CostModel, measure_cost_model
@@ -18,13 +18,29 @@ from gguf_mtp.runtime.sampling import chi2_gof, target_distribution
 CODE = "def read_lines(path):\n    with open(path) as f:\n        return f.read().splitlines()\n\n\ndef read_lines("
 
 
-@pytest.mark.parametrize("drafter,draft", [("ngram", 4), ("ngram", 8), ("mtp", "auto"), ("ngram", "auto")])
+@pytest.mark.parametrize("drafter,draft", [("ngram", 4), ("ngram", 8), ("mtp", "auto"), ("ngram", "auto"),
+                                           ("ngram-tree", 4)])
 def test_every_drafter_is_lossless_under_greedy(default_gguf, drafter, draft):
-    with Engine(default_gguf("f32"), RuntimeOptions(n_threads=2)) as eng:
+    dr = make_drafter(drafter)
+    with Engine(default_gguf("f32"), dr.configure(RuntimeOptions(n_threads=2))) as eng:
         for prompt in (CODE, "class Queue:\n    def __init__(self):\n"):
             plain = generate(eng, prompt, 40, drafter="none")
-            spec = generate(eng, prompt, 40, drafter=drafter, draft=draft)
+            spec = generate(eng, prompt, 40, drafter=dr, draft=draft)
             assert spec.tokens == plain.tokens
+
+
+def test_ngram_tree_verifies_several_branches_in_one_pass(default_gguf):
+    from gguf_mtp.runtime import NgramTreeDrafter
+
+    dr = NgramTreeDrafter(branches=4)
+    prompt = CODE + "path):\n    with open(path) as f:\n        return f.read().split()\n\n\ndef read_"
+    with Engine(default_gguf("f32"), dr.configure(RuntimeOptions(n_threads=2))) as eng:
+        plain = generate(eng, prompt, 32, drafter="none")
+        tree = generate(eng, prompt, 32, drafter=dr, draft=4)
+        sampled = generate(eng, prompt, 16, drafter=dr, draft=4, params=SamplingParams(temperature=0.7, seed=1))
+    assert tree.tokens == plain.tokens
+    assert tree.stats.tree_nodes > 0       # passes with several branches went through the tree verify
+    assert len(sampled.tokens) == 16                         # sampling verifies the first branch
 
 
 def test_ngram_drafts_from_repeated_text(default_gguf):

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from ..upstream import RuntimeMissing, installed_runtime
 from .loop import GenerationStats, decode
-from .drafters import DRAFTERS, Drafter, MTPDrafter, NgramDrafter, Proposal, make_drafter
+from .drafters import DRAFTERS, Drafter, MTPDrafter, NgramDrafter, NgramTreeDrafter, Proposal, make_drafter
+from .tree import DraftTree, verify_tree_greedy
 from .engine import Engine, RuntimeErrorLlama, RuntimeOptions
 from .sampling import SamplingParams
 
@@ -54,5 +55,6 @@ def info() -> dict:
 
 
 __all__ = ["Engine", "RuntimeOptions", "RuntimeErrorLlama", "RuntimeMissing", "Generation", "GenerationStats",
-           "SamplingParams", "Drafter", "MTPDrafter", "NgramDrafter", "Proposal", "DRAFTERS", "make_drafter",
+           "SamplingParams", "Drafter", "MTPDrafter", "NgramDrafter", "NgramTreeDrafter", "Proposal", "DraftTree",
+           "verify_tree_greedy", "DRAFTERS", "make_drafter",
            "generate", "decode", "info"]

@@ -32,12 +32,11 @@ class SpeculativeLlama:
                               verbose=verbose, load_mtp=drafter == "mtp")
         if n_gpu_layers is not None:
             opts.n_gpu_layers = n_gpu_layers
-        self.engine = Engine(model_path, opts)
+        self.engine = Engine(model_path, make_drafter(drafter).configure(opts))
         self.model_path = str(model_path)
         self.seed = seed
         self.drafter = drafter
         self.draft = draft
-        make_drafter(drafter)  # fail early on an unknown name
         self.last_stats: GenerationStats | None = None
         self._calls = 0
 

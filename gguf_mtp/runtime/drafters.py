@@ -23,15 +23,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .engine import Engine
+from .engine import Engine, RuntimeOptions
 from .sampling import SamplingParams, sample_from, target_distribution
+from .tree import DraftTree
 
 
 @dataclass
 class Proposal:
-    tokens: list[int] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)   # a chain (for a tree: its first branch)
     q: list[np.ndarray] | None = None   # one distribution per proposed token, or None (one-hot)
-    draft_s: float = 0.0
+    tree: DraftTree | None = None       # several branches, verified in one pass (greedy)
 
 
 class Drafter:
@@ -40,6 +41,16 @@ class Drafter:
     name = "none"
     #: the target must export its NextN hidden states for this drafter
     needs_hidden = False
+    #: most branches of a proposed tree (1 = chains only); the target context
+    #: needs n_seq_max > branches and a unified KV cache for more
+    max_branches = 1
+
+    def configure(self, opts: RuntimeOptions) -> RuntimeOptions:
+        """Adjust engine options this drafter needs (before the Engine is made)."""
+        if self.max_branches > 1:
+            opts.n_seq_max = max(opts.n_seq_max, self.max_branches + 1)
+            opts.kv_unified = True
+        return opts
 
     def begin(self, eng: Engine, prompt: list[int], hidden: np.ndarray | None) -> None:
         pass
@@ -137,8 +148,43 @@ class NgramDrafter(Drafter):
         return Proposal([int(t) for t in self.lookup(ids)][:k], None)
 
 
+class NgramTreeDrafter(Drafter):
+    """Prompt lookup with several continuations: every earlier occurrence of
+    the longest matching suffix n-gram (most recent first, then shorter
+    n-grams) contributes its continuation as a branch of a draft tree, verified
+    in one target pass. Deterministic; greedy decoding uses the tree, sampling
+    verifies its first branch as a chain."""
+
+    name = "ngram-tree"
+
+    def __init__(self, max_ngram_size: int = 3, branches: int = 4):
+        self.max_ngram_size = max_ngram_size
+        self.max_branches = branches
+
+    def continuations(self, context: list[int], k: int) -> list[list[int]]:
+        ids = np.asarray(context, dtype=np.int64)
+        chains: list[list[int]] = []
+        for n in range(min(self.max_ngram_size, len(ids) - 1), 0, -1):
+            windows = np.lib.stride_tricks.sliding_window_view(ids[:-1], n)
+            hits = np.flatnonzero((windows == ids[-n:]).all(axis=1))
+            for start in hits[::-1] + n:      # most recent occurrence first
+                chain = ids[start:start + k].tolist()
+                if chain and chain not in chains and not any(c[:len(chain)] == chain for c in chains):
+                    chains.append(chain)
+                if len(chains) == self.max_branches:
+                    return chains
+        return chains
+
+    def propose(self, eng, context, tok, pos, k, params, rng):
+        chains = self.continuations(context, k)
+        if not chains:
+            return Proposal()
+        tree = DraftTree.from_chains(tok, chains) if len(chains) > 1 else None
+        return Proposal(chains[0], None, tree)
+
+
 #: drafter registry: name -> factory
-DRAFTERS = {"none": Drafter, "mtp": MTPDrafter, "ngram": NgramDrafter}
+DRAFTERS = {"none": Drafter, "mtp": MTPDrafter, "ngram": NgramDrafter, "ngram-tree": NgramTreeDrafter}
 
 
 def make_drafter(name: str | Drafter) -> Drafter:

@@ -247,8 +247,12 @@ class Engine:
 
     def target_hidden(self, n: int) -> np.ndarray:
         """The NextN hidden states (MTP inputs) of rows 0..n-1 of the last target decode."""
-        return np.stack([self._hidden(self.ctx, i, "target") for i in range(n)]) if n else \
-            np.empty((0, self.n_embd), dtype=np.float32)
+        return self.target_hidden_rows(range(n))
+
+    def target_hidden_rows(self, rows) -> np.ndarray:
+        """The NextN hidden states of the given batch rows of the last target decode."""
+        out = [self._hidden(self.ctx, int(i), "target") for i in rows]
+        return np.stack(out) if out else np.empty((0, self.n_embd), dtype=np.float32)
 
     def target_truncate(self, pos: int) -> None:
         """Drop target KV (and recurrent state) from position ``pos`` on."""

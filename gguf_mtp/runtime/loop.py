@@ -24,6 +24,7 @@ from .autodraft import AutoDraft, cost_model
 from .drafters import Drafter, make_drafter
 from .engine import Engine
 from .sampling import Sampler, SamplingParams, verify_chain, verify_chain_greedy
+from .tree import verify_tree_greedy
 
 
 @dataclass
@@ -37,6 +38,7 @@ class GenerationStats:
     target_s: float = 0.0        # target passes after prefill
     draft_s: float = 0.0         # drafter calls
     target_passes: int = 0       # target passes after prefill
+    tree_nodes: int = 0          # draft-tree nodes verified (tree drafters)
     accepted: list[int] = field(default_factory=list)   # per pass: accepted draft tokens
     drafted: list[int] = field(default_factory=list)    # per pass: drafted tokens
 
@@ -113,6 +115,10 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
     params = params or SamplingParams()
     sampler = Sampler(params)
     dr = make_drafter(drafter)
+    if dr.max_branches > 1 and (eng.opts.n_seq_max <= dr.max_branches or not eng.opts.kv_unified):
+        raise ValueError(f"drafter {dr.name!r} verifies trees of up to {dr.max_branches} branches: make the "
+                         f"Engine with drafter.configure(RuntimeOptions(...)) (n_seq_max > {dr.max_branches}, "
+                         "kv_unified=True)")
     auto = None
     if draft == "auto":
         k_max = eng.opts.draft_max if dr.name != "none" else 0
@@ -147,24 +153,21 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
             drafts = proposal.tokens if proposal else []
 
             b = time.perf_counter()
-            verify = [tok] + drafts
-            eng.target_decode(verify, pos, [True] * len(verify))
-            if params.greedy:
-                targets = [_choose(sampler, eng.target_logits(j), ctx + drafts[:j]) for j in range(len(verify))]
-                n_acc, nxt = verify_chain_greedy(targets, drafts)
+            tree = proposal.tree if proposal else None
+            if tree is not None and params.greedy and params.repeat_penalty == 1.0:
+                res = verify_tree_greedy(eng, pos, tree, want_hidden=dr.needs_hidden)
+                proposal.tokens = drafts = res.tokens        # the accepted branch
+                n_acc, nxt, hidden, n_drafted = len(drafts), res.next_token, res.hidden, tree.depth
+                st.tree_nodes += len(tree)
             else:
-                ps = [sampler.distribution(eng.target_logits(j), ctx + drafts[:j]) for j in range(len(verify))]
-                qs = proposal.q if proposal and proposal.q is not None else [_one_hot(len(ps[0]), d) for d in drafts]
-                n_acc, nxt = verify_chain(ps, qs, drafts, sampler.rng)
-            hidden = eng.target_hidden(len(verify)) if dr.needs_hidden else None
-            if n_acc < len(drafts):
-                eng.target_truncate(pos + n_acc + 1)
+                n_acc, nxt, hidden = _verify_chain(eng, sampler, params, history, tok, pos, proposal, dr)
+                n_drafted = len(drafts)
             st.target_s += time.perf_counter() - b
             st.target_passes += 1
-            st.drafted.append(len(drafts))
+            st.drafted.append(n_drafted)
             st.accepted.append(n_acc)
             if auto:
-                auto.update(len(drafts), n_acc)
+                auto.update(st.drafted[-1], n_acc)
 
             d0 = time.perf_counter()
             dr.accept(eng, tok, pos, proposal or _EMPTY, n_acc, hidden)
@@ -188,6 +191,27 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
         st.decode_s = time.perf_counter() - t1
         if auto:
             st.draft = "auto"
+
+
+def _verify_chain(eng: Engine, sampler: Sampler, params: SamplingParams, history: list[int], tok: int,
+                  pos: int, proposal, dr: Drafter):
+    """One target pass over [tok, d_1..d_K]; returns (n_accepted, next token,
+    NextN hidden rows or None) and rolls the target back past a rejection."""
+    drafts = proposal.tokens if proposal else []
+    verify = [tok] + drafts
+    eng.target_decode(verify, pos, [True] * len(verify))
+    ctx = history + [tok]
+    if params.greedy:
+        targets = [_choose(sampler, eng.target_logits(j), ctx + drafts[:j]) for j in range(len(verify))]
+        n_acc, nxt = verify_chain_greedy(targets, drafts)
+    else:
+        ps = [sampler.distribution(eng.target_logits(j), ctx + drafts[:j]) for j in range(len(verify))]
+        qs = proposal.q if proposal and proposal.q is not None else [_one_hot(len(ps[0]), d) for d in drafts]
+        n_acc, nxt = verify_chain(ps, qs, drafts, sampler.rng)
+    hidden = eng.target_hidden(len(verify)) if dr.needs_hidden else None
+    if n_acc < len(drafts):
+        eng.target_truncate(pos + n_acc + 1)
+    return n_acc, nxt, hidden
 
 
 def _one_hot(n: int, i: int) -> np.ndarray:

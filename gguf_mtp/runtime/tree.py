@@ -398,15 +398,7 @@ def _seq(eng: Engine, op: str, *args) -> bool:
 
 
 def _hidden_rows(eng: Engine, rows: list[int]) -> np.ndarray | None:
-    if not eng.has_mtp:
-        return None
-    out = np.empty((len(rows), eng.n_embd), dtype=np.float32)
-    for k, r in enumerate(rows):
-        ptr = eng.P.llama_mtp_get_embeddings_nextn_ith(eng.ctx, r)
-        if not ptr:
-            raise RuntimeErrorLlama(f"no hidden state for batch row {r}")
-        out[k] = np.ctypeslib.as_array(ptr, shape=(eng.n_embd,))
-    return out
+    return eng.target_hidden_rows(rows) if eng.has_mtp else None
 
 
 def verify_tree_greedy(eng: Engine, pos: int, tree: DraftTree, *, method: str = "auto",
