@@ -49,23 +49,17 @@ def load():
     return L, _Patched(L._lib)
 
 
-_LOG_CALLBACK = None
-
-
 def set_quiet(quiet: bool = True) -> None:
-    """Silence (or restore) llama.cpp's own logging on stderr."""
-    global _LOG_CALLBACK
-    L, _ = load()
-    if quiet:
-        @L.llama_log_callback
-        def _drop(level, text, user_data):  # pragma: no cover - C callback
-            return None
+    """Silence (or restore) llama.cpp's own logging on stderr.
 
-        _LOG_CALLBACK = _drop
-        L.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
-    else:
-        _LOG_CALLBACK = None
-        L.llama_log_set(ctypes.cast(None, L.llama_log_callback), ctypes.c_void_p(0))
+    llama-cpp-python installs its log callback when it is imported; we only
+    move its logger's level. (Replacing the callback itself — with a Python one
+    or with llama.cpp's default — made model loading crash inside libstdc++
+    code in the CUDA build, in ``llama_model::print_info``.)"""
+    load()
+    from llama_cpp._logger import set_verbose
+
+    set_verbose(not quiet)
 
 
 def system_info() -> dict:
