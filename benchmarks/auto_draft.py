@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gguf_mtp.runtime import Engine, RuntimeOptions, generate
+from gguf_mtp.runtime import Engine, RuntimeOptions, generate, make_drafter
 from gguf_mtp.runtime.autodraft import cost_model
 
 PROMPTS = [
@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--gguf", type=Path, help="model (default: the embedded default model)")
     ap.add_argument("--outtype", default="q8_0", help="type of the default model (default q8_0)")
     ap.add_argument("--random-head", action="store_true", help="a tiny random Qwen3.5 whose head accepts nothing")
-    ap.add_argument("--drafter", default="mtp", choices=["mtp", "ngram"])
+    ap.add_argument("--drafter", default="mtp", choices=["mtp", "ngram", "ngram-tree"])
     ap.add_argument("--drafts", default="1,2,3,4")
     ap.add_argument("-n", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
@@ -70,8 +70,11 @@ def main(argv=None) -> int:
 
     ks = [int(k) for k in a.drafts.split(",")]
     rows = []
-    with Engine(path, RuntimeOptions(n_threads=a.threads, draft_max=max(8, *ks))) as eng:
+    opts = make_drafter(a.drafter).configure(RuntimeOptions(n_threads=a.threads, draft_max=max(8, *ks)))
+    with Engine(path, opts) as eng:
         cm = cost_model(eng, n_max=max(8, *ks) + 1)
+        dr = make_drafter(a.drafter)
+        cm = cm.for_drafter(dr.step_cost(cm.draft), dr.max_branches)
         generate(eng, PROMPTS[0], 8, drafter=a.drafter, draft=1)  # warm-up
         configs = [("none", 0)] + [(a.drafter, k) for k in ks] + [(a.drafter, "auto")]
         for drafter, k in configs:

@@ -35,9 +35,15 @@ class CostModel:
     c: list[float]        # c[n-1] = cost of an n-token target pass, in 1-token passes
     t1_s: float           # seconds of a 1-token target pass
     draft: float          # one drafter step, in 1-token target passes
+    branches: int = 1     # rows per draft depth in the verify batch (trees: one per leaf)
+
+    def for_drafter(self, draft: float, branches: int = 1) -> "CostModel":
+        """The same target curve for a drafter whose step costs ``draft`` and
+        whose trees put ``branches`` rows per depth into the verify pass."""
+        return CostModel(list(self.c), self.t1_s, draft, branches)
 
     def pass_cost(self, k: int) -> float:
-        n = k + 1
+        n = 1 + k * self.branches
         if n <= len(self.c):
             cn = self.c[n - 1]
         else:  # extrapolate linearly from the last two points

@@ -45,6 +45,11 @@ class Drafter:
     #: needs n_seq_max > branches and a unified KV cache for more
     max_branches = 1
 
+    def step_cost(self, measured_mtp_step: float) -> float:
+        """Cost of one drafted token in 1-token target passes (for draft='auto');
+        host-side drafters cost next to nothing."""
+        return 0.0
+
     def configure(self, opts: RuntimeOptions) -> RuntimeOptions:
         """Adjust engine options this drafter needs (before the Engine is made)."""
         if self.max_branches > 1:
@@ -76,6 +81,9 @@ class MTPDrafter(Drafter):
     name = "mtp"
     needs_hidden = True
     FLUSH_ROWS = 32
+
+    def step_cost(self, measured_mtp_step: float) -> float:
+        return measured_mtp_step
 
     def begin(self, eng, prompt, hidden):
         if not eng.has_mtp:

@@ -122,7 +122,9 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
     auto = None
     if draft == "auto":
         k_max = eng.opts.draft_max if dr.name != "none" else 0
-        auto = AutoDraft(cost_model(eng, n_max=k_max + 1), k_max) if k_max else None
+        if k_max:
+            cm = cost_model(eng, n_max=k_max + 1)
+            auto = AutoDraft(cm.for_drafter(dr.step_cost(cm.draft), dr.max_branches), k_max)
     elif not isinstance(draft, int) or draft < 0 or draft > eng.opts.draft_max:
         raise ValueError(f"draft must be 'auto' or in 0..{eng.opts.draft_max}, got {draft!r}")
     k_fixed = 0 if dr.name == "none" or auto else int(draft)
