@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .runtime import Engine, RuntimeOptions, generate
+from .runtime.loop import acceptance_per_position
 
 
 @dataclass
@@ -33,12 +34,7 @@ class DemoRow:
         return self.tokens / self.passes if self.passes else 0.0
 
     def acceptance(self) -> list[float]:
-        out = []
-        for i in range(1, self.draft + 1):
-            n = sum(1 for d in self.drafted if d >= i)
-            a = sum(1 for d, acc in zip(self.drafted, self.accepted) if d >= i and acc >= i)
-            out.append(a / n if n else 0.0)
-        return out
+        return acceptance_per_position(self.drafted, self.accepted, self.draft)
 
 
 def run_demo(gguf_path, prompts, *, n_predict: int = 64, drafts=(1, 2, 3),

@@ -27,6 +27,17 @@ from .sampling import Sampler, SamplingParams, verify_chain, verify_chain_greedy
 from .tree import verify_tree_greedy
 
 
+def acceptance_per_position(drafted: list[int], accepted: list[int], k_max: int | None = None) -> list[float]:
+    """For draft position i (1-based), the share of passes that drafted at
+    least i tokens in which the i-th draft token was accepted."""
+    out = []
+    for i in range(1, (max(drafted, default=0) if k_max is None else k_max) + 1):
+        n = sum(1 for d in drafted if d >= i)
+        a = sum(1 for d, acc in zip(drafted, accepted) if d >= i and acc >= i)
+        out.append(a / n if n else 0.0)
+    return out
+
+
 @dataclass
 class GenerationStats:
     drafter: str
@@ -55,14 +66,7 @@ class GenerationStats:
 
     @property
     def acceptance_per_position(self) -> list[float]:
-        """For draft position i (1-based), the share of passes that drafted at
-        least i tokens in which the i-th draft token was accepted."""
-        out = []
-        for i in range(1, max(self.drafted, default=0) + 1):
-            n = sum(1 for d in self.drafted if d >= i)
-            a = sum(1 for d, acc in zip(self.drafted, self.accepted) if d >= i and acc >= i)
-            out.append(a / n if n else 0.0)
-        return out
+        return acceptance_per_position(self.drafted, self.accepted)
 
     @property
     def acceptance_rate(self) -> float:
