@@ -195,8 +195,6 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
                 break
     finally:
         st.decode_s = time.perf_counter() - t1
-        if auto:
-            st.draft = "auto"
 
 
 def _verify_chain(eng: Engine, sampler: Sampler, params: SamplingParams, history: list[int], tok: int,
