@@ -143,6 +143,7 @@ class Qwen35MTP(nn.Module):
         input_ids: torch.Tensor,
         hidden: torch.Tensor,
         position_ids: torch.Tensor | None = None,
+        layer: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """MTP over a sequence: row ``p`` pairs token ``x_p`` with trunk hidden ``h_{p-1}``.
 
@@ -151,8 +152,8 @@ class Qwen35MTP(nn.Module):
         causal over the T rows, like the MTP's own KV cache in llama.cpp.
         Returns ``(logits [B, T, V], h_next [B, T, H])``.
         """
-        if len(self.layers) != 1:
-            raise NotImplementedError("llama.cpp runs a single Qwen3.5 MTP block; so does this reference")
+        # a stack of MTP layers (Qwen3-Next style) shares fc, the input norms and
+        # the final norm; ``layer`` picks the decoder layer (chained heads)
         batch, length = input_ids.shape
         if position_ids is None:
             position_ids = torch.arange(length, device=input_ids.device).expand(batch, length)
@@ -161,7 +162,7 @@ class Qwen35MTP(nn.Module):
         hn = self.pre_fc_norm_hidden(hidden.to(e.dtype))
         x = self.fc(torch.cat([e, hn], dim=-1))
 
-        x = self.layers[0](
+        x = self.layers[layer](
             x,
             position_embeddings=self.rotary_emb(x, position_ids),
             attention_mask=causal_mask(length, x.dtype, x.device),

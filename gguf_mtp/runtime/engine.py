@@ -267,6 +267,12 @@ class Engine:
         self.mtp_batch.fill(tokens, pos0, outputs, hidden)
         self._run(self.mtp_ctx, self.mtp_batch, "MTP")
 
+    def mtp_set_head(self, head: int) -> None:
+        """Select which MTP layer (0 .. n_nextn-1) the MTP context runs."""
+        if not 0 <= head < max(1, self.n_nextn):
+            raise ValueError(f"MTP head {head} out of range: the model has {self.n_nextn}")
+        self.P.llama_mtp_set_nextn_layer_offset(self.mtp_ctx, head)
+
     def mtp_logits(self, i: int) -> np.ndarray:
         return self._logits(self.mtp_ctx, i, "MTP")
 
