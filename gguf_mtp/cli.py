@@ -8,6 +8,7 @@ import sys
 import click
 
 from . import __version__
+from .quantize import FTYPES as QUANT_FTYPES, HEAD_TYPES as QUANT_HEAD_TYPES
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -235,6 +236,27 @@ def demo(outtype, n_predict, drafts, threads, n_gpu_layers):
     click.echo(format_table(rows))
     if not all(r.lossless for r in rows):
         raise click.ClickException("a speculative output differs from plain decoding (lossless invariant broken)")
+
+
+@main.command("quantize")
+@click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("dst", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("type", metavar="TYPE", type=click.Choice(sorted(QUANT_FTYPES), case_sensitive=False))
+@click.option("--head-type", type=click.Choice(list(QUANT_HEAD_TYPES)), default=None, help="Tensor type of the drafter heads (default: TYPE's own choice, as upstream).")
+@click.option("-t", "--threads", type=int, default=None, help="Threads (default: all cores).")
+def quantize_cmd(src, dst, type, head_type, threads):
+    """Quantize SRC (an f32/f16/bf16 GGUF) to DST with llama.cpp's quantizer,
+    keeping the drafter heads at --head-type (e.g. a q4_k_m trunk with q8_0 heads)."""
+    from .inspect_gguf import human_bytes
+    from .quantize import QuantizeError, quantize
+    from .upstream import RuntimeMissing
+
+    try:
+        res = quantize(src, dst, type, head_type, threads)
+    except (QuantizeError, RuntimeMissing, ValueError) as e:
+        _fail(e)
+    heads = f"heads {res.head_type}" if res.head_type else "heads at the file type's default"
+    click.echo(f"wrote {res.path} ({res.ftype}, {heads}, {human_bytes(res.size_bytes)})")
 
 
 if __name__ == "__main__":
