@@ -31,13 +31,14 @@ PROMPTS = [
 
 
 def run(eng, drafter: str, draft, n: int) -> tuple[float, float, float]:
-    toks = secs = passes = 0
+    toks = secs = passes = drafted = 0
     for p in PROMPTS:
         g = generate(eng, p, n, drafter=drafter, draft=draft)
         toks += g.stats.n_generated - 1
         secs += g.stats.decode_s
         passes += g.stats.target_passes
-    return toks / secs, toks / passes, sum(g.stats.drafted) / max(1, len(g.stats.drafted))
+        drafted += sum(g.stats.drafted)
+    return toks / secs, toks / passes, drafted / max(1, passes)
 
 
 def main(argv=None) -> int:

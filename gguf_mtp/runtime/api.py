@@ -100,17 +100,19 @@ class SpeculativeLlama:
         finish = "length"
         hold = max((len(s) for s in stops), default=0)
         gen = decode(self.engine, tokens, max_tokens, drafter=drafter, draft=draft, params=params, stats=st)
+        data = b""                  # bytes of the generated text (end-of-generation token excluded)
         for new in gen:
             out += new
-            text = self.detokenize(out).decode("utf-8", errors="ignore")
+            eog = self.engine.is_eog(out[-1])
+            data += self.detokenize(new[:-1] if eog else new)
+            text = data.decode("utf-8", errors="ignore")
             cut = _first_stop(text, stops)
             if cut is not None:
                 text = text[:cut]
                 finish = "stop"
                 gen.close()
                 break
-            if self.engine.is_eog(out[-1]):
-                text = self.detokenize(out[:-1]).decode("utf-8", errors="ignore")
+            if eog:
                 finish = "stop"
                 break
             # hold back what could still grow into a stop string
