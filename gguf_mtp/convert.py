@@ -66,7 +66,7 @@ def check_input(model_dir: str | Path, opts: ConvertOptions) -> tuple[Checkpoint
     return ck, arch, (n_mtp if opts.mtp else 0)
 
 
-def _converter_class(ck: Checkpoint, opts: ConvertOptions, n_trunk: int):
+def _converter_class(ck: Checkpoint, arch: MTPArch, opts: ConvertOptions, n_trunk: int):
     """The pinned converter's class for this checkpoint, specialised with our
     MTP options: whether to keep the MTP layers and the head tensors' type."""
     import gguf  # the pinned gguf-py, installed with the runtime
@@ -75,10 +75,11 @@ def _converter_class(ck: Checkpoint, opts: ConvertOptions, n_trunk: int):
     from .upstream import converter_modules
 
     conversion = converter_modules()
-    base = conversion.get_model_class(ck.architecture)
+    base = conversion.get_model_class(arch.converter_base or ck.architecture)
+    bases = (arch.converter_mixin, base) if arch.converter_mixin else (base,)
     head_qtype = getattr(gguf.GGMLQuantizationType, HEAD_TYPES[opts.head_type]) if opts.head_type else None
 
-    class _WithHeads(base):
+    class _WithHeads(*bases):
         model_arch = base.model_arch
         no_mtp = not opts.mtp
         mtp_only = False
@@ -127,7 +128,7 @@ def convert(model_dir: str | Path, out_path: str | Path, options: ConvertOptions
         raise ConversionError(f"{out}: is a directory; give the output file name")
     out.parent.mkdir(parents=True, exist_ok=True)
     n_trunk = arch.n_trunk_layers(ck.config)
-    cls, ftype = _converter_class(ck, opts, n_trunk)
+    cls, ftype = _converter_class(ck, arch, opts, n_trunk)
 
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
     os.close(fd)

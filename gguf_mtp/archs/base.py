@@ -19,6 +19,11 @@ class MTPArch:
     hidden_source: str
     #: checkpoint tensor -> GGUF tensor, for the README (N = num_hidden_layers + i)
     tensor_map: tuple[tuple[str, str], ...]
+    #: HF architecture whose pinned converter class writes the trunk (None: our own name)
+    converter_base: str | None = None
+    #: class mixed in before that converter class (keeps/renames the MTP tensors
+    #: where upstream drops them); it must call ``super()`` for everything else
+    converter_mixin: type | None = None
 
     def text_config(self, config: dict) -> dict:
         return {**config, **config.get("text_config", {})}
