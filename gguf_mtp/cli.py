@@ -84,26 +84,82 @@ def _fail(e: Exception):
               help="Tensor type of the MTP head tensors (default: same as --outtype), "
                    "e.g. a q8_0 trunk with f16 heads.")
 @click.option("--no-mtp", is_flag=True, help="Convert the trunk alone, without MTP layers.")
+@click.option("--mtp-only", is_flag=True,
+              help="Write the MTP heads alone (blk.N+ tensors plus the metadata and vocabulary), "
+                   "to put into a GGUF made elsewhere with 'gguf-mtp graft'.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the converter's log.")
-def convert(model_dir, out, outtype, head_type, no_mtp, verbose):
+def convert(model_dir, out, outtype, head_type, no_mtp, mtp_only, quiet, verbose):
     """Convert a Hugging Face checkpoint directory MODEL_DIR to ONE GGUF file OUT
     holding the trunk and its MTP layers (blk.N.nextn.*).
 
-    The file is written under a temporary name and renamed at the end: a failed
-    or interrupted conversion leaves no OUT behind."""
+    Sharded checkpoints (model.safetensors.index.json) are read tensor by tensor
+    as they are written, so memory stays around one tensor plus what the
+    operating system caches. FP8 checkpoints (weight_scale_inv block scales) are
+    dequantized on the way. The file is written under a temporary name and
+    renamed at the end: a failed or interrupted conversion leaves no OUT behind.
+
+    The supported architectures are listed by 'gguf-mtp archs'."""
     from .archs import UnsupportedArchitecture
     from .checkpoint import CheckpointError
     from .convert import ConversionError, ConvertOptions, convert as convert_api
     from .inspect_gguf import human_bytes
     from .upstream import RuntimeMissing
 
-    opts = ConvertOptions(outtype=outtype, head_type=head_type, mtp=not no_mtp, verbose=verbose)
+    opts = ConvertOptions(outtype=outtype, head_type=head_type, mtp=not no_mtp, mtp_only=mtp_only,
+                          verbose=verbose, progress=not quiet)
     try:
         res = convert_api(model_dir, out, opts)
     except (CheckpointError, ConversionError, UnsupportedArchitecture, RuntimeMissing) as e:
         _fail(e)
     click.echo(f"wrote {res.path} ({res.arch}, {res.n_tensors} tensors, {human_bytes(res.size_bytes)}; "
                f"{res.n_mtp_layers} MTP layer(s), {len(res.head_tensors)} head tensors)")
+
+
+@main.command("archs")
+@click.option("--tensors", is_flag=True, help="Also show which checkpoint tensor becomes which GGUF tensor.")
+def archs_cmd(tensors):
+    """List the checkpoint architectures 'convert' supports, the GGUF
+    architecture each becomes, and which hidden state feeds its MTP module."""
+    from .archs import ARCHITECTURES
+
+    seen = []
+    for arch in ARCHITECTURES.values():
+        if arch not in seen:
+            seen.append(arch)
+    for arch in seen:
+        click.echo(f"{', '.join(arch.hf_architectures)} -> {arch.gguf_arch}")
+        click.echo(f"    MTP input: {arch.hidden_source}")
+        if tensors:
+            for src, dst in arch.tensor_map:
+                click.echo(f"    {src:<55} -> {dst}")
+
+
+@main.command()
+@click.argument("base", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("heads", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=str))
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def graft(base, heads, out, quiet):
+    """Put the MTP heads of HEADS into BASE, writing OUT, without re-converting
+    the trunk: e.g. BASE is a Q4_K_M made by another tool (or a --no-mtp
+    conversion) and HEADS comes from 'gguf-mtp convert --mtp-only'.
+
+    The heads' tensors are copied byte for byte at their own type; BASE keeps
+    its trunk, vocabulary and metadata. Refuses, listing every reason, when
+    the two are not the same model: architecture, hidden size, trunk depth,
+    vocabulary (token for token) or any shared hyper-parameter differ."""
+    from .graft import GraftError, graft as graft_api
+    from .inspect_gguf import human_bytes
+
+    try:
+        res = graft_api(base, heads, out, progress=not quiet)
+    except (GraftError, FileNotFoundError, ValueError) as e:
+        _fail(e)
+    note = f"; replaced {res.replaced} head tensors BASE had" if res.replaced else ""
+    click.echo(f"wrote {res.path} ({res.arch}: {res.n_trunk}-layer trunk from BASE + {res.n_heads} MTP "
+               f"layer(s), {len(res.head_tensors)} head tensors, "
+               f"{human_bytes(res.path.stat().st_size)}{note})")
 
 
 @main.command("inspect")

@@ -34,6 +34,7 @@ class ConvertOptions:
     outtype: str = "f16"
     head_type: str | None = None     # None: same as outtype
     mtp: bool = True                 # False: trunk only (--no-mtp)
+    mtp_only: bool = False           # True: the heads alone (--mtp-only), for graft
     verbose: bool = False
     progress: bool = True
 
@@ -52,6 +53,8 @@ def check_input(model_dir: str | Path, opts: ConvertOptions) -> tuple[Checkpoint
     """Everything that can be checked before the converter runs."""
     if opts.outtype not in OUTTYPES:
         raise ConversionError(f"--outtype {opts.outtype!r}: choose one of {', '.join(OUTTYPES)}")
+    if opts.mtp_only and not opts.mtp:
+        raise ConversionError("--mtp-only and --no-mtp exclude each other")
     if opts.head_type is not None and opts.head_type not in HEAD_TYPES:
         raise ConversionError(f"--head-type {opts.head_type!r}: choose one of {', '.join(HEAD_TYPES)}")
     ck = load_checkpoint(model_dir)
@@ -98,8 +101,32 @@ def _converter_class(ck: Checkpoint, arch: MTPArch, opts: ConvertOptions, n_trun
                 return head_qtype
             return super().tensor_force_quant(name, new_name, bid, n_dims)
 
+        def write(self):
+            # upstream's write(), with our progress switch and, for --mtp-only,
+            # every trunk tensor dropped before it is ever materialised
+            if opts.mtp_only:
+                writer_add = self.gguf_writer.add_tensor
+
+                def add_heads_only(name, *args, **kwargs):
+                    if is_head_tensor(name, n_trunk):
+                        writer_add(name, *args, **kwargs)
+
+                self.gguf_writer.add_tensor = add_heads_only
+            self.prepare_tensors()
+            self.prepare_metadata(vocab_only=False)
+            self.gguf_writer.write_header_to_file(path=self.fname_out)
+            self.gguf_writer.write_kv_data_to_file()
+            self.gguf_writer.write_tensors_to_file(progress=opts.progress)
+            self.gguf_writer.close()
+
     _WithHeads.__name__ = f"{base.__name__}WithHeads"
     return _WithHeads, getattr(gguf.LlamaFileType, OUTTYPES[opts.outtype])
+
+
+def is_head_tensor(name: str, n_trunk: int) -> bool:
+    """A tensor of an MTP block (``blk.N+`` with N = trunk depth)."""
+    parts = name.split(".")
+    return len(parts) > 2 and parts[0] == "blk" and parts[1].isdecimal() and int(parts[1]) >= n_trunk
 
 
 @contextlib.contextmanager

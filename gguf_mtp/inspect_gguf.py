@@ -58,6 +58,9 @@ class GGUFHeader:
     kv: dict
     tensors: list[tuple[str, tuple[int, ...], int, int]]  # name, shape (ne0 first), ggml type, offset
     data_offset: int
+    #: key -> (value type, byte span of the whole entry: key, type and value)
+    kv_spans: dict = field(default_factory=dict)
+    version: int = 3
 
 
 def read_header(path: str | Path, keep_array: int = 64) -> GGUFHeader:
@@ -100,10 +103,13 @@ def read_header(path: str | Path, keep_array: int = 64) -> GGUFHeader:
         if version < 2:
             raise ValueError(f"{path}: GGUF version {version} is not supported")
         n_tensors, n_kv = unpack(f, "<Q"), unpack(f, "<Q")
-        kv = {}
+        kv, spans = {}, {}
         for _ in range(n_kv):
+            start = f.tell()
             key = string(f)
-            kv[key] = value(f, unpack(f, "<I"))
+            vtype = unpack(f, "<I")
+            kv[key] = value(f, vtype)
+            spans[key] = (vtype, start, f.tell())
         tensors = []
         for _ in range(n_tensors):
             name = string(f)
@@ -112,7 +118,7 @@ def read_header(path: str | Path, keep_array: int = 64) -> GGUFHeader:
             tensors.append((name, shape, unpack(f, "<I"), unpack(f, "<Q")))
         align = int(kv.get("general.alignment", 32))
         data_offset = -(-f.tell() // align) * align
-    return GGUFHeader(kv, tensors, data_offset)
+    return GGUFHeader(kv, tensors, data_offset, spans, version)
 
 
 class _ArrayLen(int):
