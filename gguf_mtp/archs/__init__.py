@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from .base import MTPArch
 from .qwen35 import QWEN35
+from .qwen35_moe import QWEN35_MOE
+from .qwen3_next import QWEN3_NEXT
 
 #: every supported architecture, keyed by the Hugging Face class name
-ARCHITECTURES: dict[str, MTPArch] = {name: arch for arch in (QWEN35,) for name in arch.hf_architectures}
+ARCHITECTURES: dict[str, MTPArch] = {name: arch for arch in (QWEN35, QWEN35_MOE, QWEN3_NEXT) for name in arch.hf_architectures}
 
 
 class UnsupportedArchitecture(ValueError):
