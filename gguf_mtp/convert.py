@@ -157,6 +157,15 @@ def convert(model_dir: str | Path, out_path: str | Path, options: ConvertOptions
     n_trunk = arch.n_trunk_layers(ck.config)
     cls, ftype = _converter_class(ck, arch, opts, n_trunk)
 
+    if opts.progress:
+        import sys
+
+        from .inspect_gguf import human_bytes
+
+        what = "MTP heads only" if opts.mtp_only else f"trunk + {n_mtp} MTP layer(s)" if n_mtp else "trunk only"
+        print(f"{ck.architecture} -> {arch.gguf_arch}, {what}: reading {len(ck.files)} safetensors "
+              f"file(s), {human_bytes(sum(t.nbytes for t in ck.tensors.values()))}, tensor by tensor",
+              file=sys.stderr)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
