@@ -1,0 +1,261 @@
+"""Self-distillation data: the target GGUF answers a prompt set itself.
+
+For each prompt the target generates a response through
+:mod:`gguf_mtp.runtime` (greedy or sampled, at whatever quantization the GGUF
+has), then one more target pass over prompt + response records, for every
+position p of the sequence,
+
+* ``tokens[p]``: the token at p;
+* ``hidden[p]``: the target's hidden state at p after its final norm
+  (``Engine.target_hidden``: exactly what the MTP heads consume);
+* ``topk_values[p]`` / ``topk_indices[p]``: the target's ``k`` largest logits
+  at p (the distribution of token p + 1), values descending.
+
+Output directory::
+
+    manifest.json            the run's settings, the target's identity, one entry per finished shard
+    shard-00000.safetensors  sequences of prompts [0, N), concatenated along the token axis:
+                             tokens [T] int32, hidden [T, H], topk_values [T, k], topk_indices [T, k] int32,
+                             offsets [n+1] int64 (sequence i is rows offsets[i]:offsets[i+1]),
+                             n_prompt [n] int32 (prompt tokens at the start of each sequence),
+                             prompt_index [n] int32 (index into the prompt list)
+    shard-00001.safetensors  ...
+
+Shard ``s`` always holds prompts ``[s*N, (s+1)*N)``, so a restarted run skips
+the shards the manifest lists and regenerates only the unfinished one; a shard
+is written to a temporary file and renamed, then the manifest is rewritten
+(also atomically). At most one shard's sequences are held in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+FORMAT = "gguf-mtp-distill/1"
+
+
+@dataclass
+class DistillConfig:
+    target: str                      # the target GGUF
+    prompts: str                     # a prompt file or directory (see gguf_mtp.train.prompts)
+    out: str                         # output directory
+    max_tokens: int = 128            # response tokens per prompt
+    temperature: float = 0.0         # 0: greedy
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 0                    # sampling seed (prompt i uses seed + i)
+    topk_logits: int = 32            # target logits kept per position
+    shard_size: int = 64             # sequences per shard
+    max_prompts: int | None = None   # use the first N prompts only
+    hidden_dtype: str = "f16"        # "f16" or "f32"
+    n_ctx: int = 2048
+    n_threads: int | None = None
+    n_gpu_layers: int | None = None
+    add_special: bool = True
+    progress: bool = True
+
+    def identity(self) -> dict:
+        """The settings that must match for a resumed run to continue a directory."""
+        keys = ("max_tokens", "temperature", "top_p", "top_k", "seed", "topk_logits", "shard_size",
+                "hidden_dtype", "add_special")
+        return {k: getattr(self, k) for k in keys}
+
+
+@dataclass
+class DistillResult:
+    out: Path
+    n_sequences: int
+    n_tokens: int
+    shards: list[str] = field(default_factory=list)
+    skipped_shards: int = 0
+
+
+def target_fingerprint(path: str | Path) -> dict:
+    """Size and sha256 of the first and last MiB: cheap, and enough to tell files apart."""
+    p = Path(path)
+    size = p.stat().st_size
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        h.update(f.read(1 << 20))
+        if size > 2 << 20:
+            f.seek(size - (1 << 20))
+            h.update(f.read())
+    return {"name": p.name, "size": size, "sha256_ends": h.hexdigest()[:32]}
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def read_manifest(out: str | Path) -> dict | None:
+    p = Path(out) / MANIFEST
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def _topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.argpartition(-logits, k - 1, axis=-1)[..., :k]
+    val = np.take_along_axis(logits, idx, axis=-1)
+    order = np.argsort(-val, axis=-1, kind="stable")
+    return np.take_along_axis(val, order, axis=-1), np.take_along_axis(idx, order, axis=-1)
+
+
+def record_sequence(eng, tokens: list[int], k: int) -> dict[str, np.ndarray]:
+    """One target pass (in n_batch chunks) over ``tokens``: hidden rows and top-k logits per position."""
+    hidden, vals, idxs = [], [], []
+    n_batch = eng.opts.n_batch
+    eng.clear()
+    for start in range(0, len(tokens), n_batch):
+        chunk = tokens[start:start + n_batch]
+        eng.target_decode(chunk, start, [True] * len(chunk))
+        hidden.append(eng.target_hidden(len(chunk)).copy())
+        logits = np.stack([eng.target_logits(i) for i in range(len(chunk))])
+        v, i = _topk(logits, k)
+        vals.append(v.astype(np.float32))
+        idxs.append(i.astype(np.int32))
+    return {"tokens": np.asarray(tokens, dtype=np.int32), "hidden": np.concatenate(hidden),
+            "topk_values": np.concatenate(vals), "topk_indices": np.concatenate(idxs)}
+
+
+def _save_shard(path: Path, seqs: list[dict], hidden_dtype) -> int:
+    from safetensors.numpy import save_file
+
+    lengths = [len(s["tokens"]) for s in seqs]
+    arrays = {
+        "tokens": np.concatenate([s["tokens"] for s in seqs]),
+        "hidden": np.concatenate([s["hidden"] for s in seqs]).astype(hidden_dtype),
+        "topk_values": np.concatenate([s["topk_values"] for s in seqs]),
+        "topk_indices": np.concatenate([s["topk_indices"] for s in seqs]),
+        "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        "n_prompt": np.asarray([s["n_prompt"] for s in seqs], dtype=np.int32),
+        "prompt_index": np.asarray([s["prompt_index"] for s in seqs], dtype=np.int32),
+    }
+    tmp = path.with_name(f".{path.name}.partial")
+    save_file(arrays, str(tmp))
+    os.replace(tmp, path)
+    return int(sum(lengths))
+
+
+def distill(cfg: DistillConfig) -> DistillResult:
+    """Generate and record; resumes a directory written with the same settings."""
+    from ..runtime import Engine, RuntimeOptions, generate
+    from ..runtime.sampling import SamplingParams
+    from .prompts import load_prompts
+
+    if cfg.hidden_dtype not in ("f16", "f32"):
+        raise ValueError(f"hidden_dtype must be 'f16' or 'f32', got {cfg.hidden_dtype!r}")
+    if cfg.topk_logits < 1 or cfg.shard_size < 1 or cfg.max_tokens < 1:
+        raise ValueError("topk_logits, shard_size and max_tokens must be >= 1")
+    prompts = load_prompts(cfg.prompts)
+    if cfg.max_prompts is not None:
+        prompts = prompts[:cfg.max_prompts]
+    if not prompts:
+        raise ValueError(f"{cfg.prompts}: no prompts")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fingerprint = target_fingerprint(cfg.target)
+
+    manifest = read_manifest(out)
+    if manifest is not None:
+        problems = []
+        if manifest.get("format") != FORMAT:
+            problems.append(f"format {manifest.get('format')!r}")
+        if manifest.get("target") != fingerprint:
+            problems.append("a different target GGUF")
+        if manifest.get("settings") != cfg.identity():
+            problems.append(f"different settings {manifest.get('settings')}")
+        if problems:
+            raise ValueError(f"{out}: holds data made with " + "; ".join(problems)
+                             + " — use another --out directory")
+    else:
+        manifest = {"format": FORMAT, "target": fingerprint, "settings": cfg.identity(), "shards": []}
+
+    n_shards = -(-len(prompts) // cfg.shard_size)
+
+    def expected(s: int) -> int:
+        return len(range(s * cfg.shard_size, min(len(prompts), (s + 1) * cfg.shard_size)))
+
+    # a shard counts as done if its file is there and it holds every prompt it
+    # should (a last shard written for fewer prompts is redone)
+    done = {e["file"]: e for e in manifest["shards"] if (out / e["file"]).is_file()
+            and e["n_sequences"] == expected(e["first_prompt"] // cfg.shard_size)}
+    manifest["shards"] = sorted(done.values(), key=lambda e: e["file"])
+    todo = [i for i in range(n_shards) if f"shard-{i:05d}.safetensors" not in done]
+    hidden_dtype = np.float16 if cfg.hidden_dtype == "f16" else np.float32
+
+    # the hidden rows are exported only while an MTP context is attached (load_mtp)
+    opts = RuntimeOptions(n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
+                          n_batch=min(512, cfg.n_ctx))
+    if cfg.n_gpu_layers is not None:
+        opts.n_gpu_layers = cfg.n_gpu_layers
+    bar = None
+    if cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(prompts), initial=len(prompts) - sum(expected(i) for i in todo),
+                   unit="seq", desc="Distilling")
+    written, skipped = [], n_shards - len(todo)
+    with Engine(cfg.target, opts) as eng:
+        manifest.update(n_embd=eng.n_embd, n_vocab=eng.n_vocab, arch=eng.meta("general.architecture"))
+        for s in todo:
+            seqs = []
+            for pi in range(s * cfg.shard_size, min(len(prompts), (s + 1) * cfg.shard_size)):
+                ptoks = eng.tokenize(prompts[pi], add_special=cfg.add_special)[: cfg.n_ctx // 2]
+                params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                                        seed=cfg.seed + pi)
+                room = min(cfg.max_tokens, cfg.n_ctx - len(ptoks))
+                g = generate(eng, ptoks, room, drafter="none", draft=0, params=params)
+                seq = record_sequence(eng, ptoks + g.tokens, cfg.topk_logits)
+                seq.update(n_prompt=len(ptoks), prompt_index=pi)
+                seqs.append(seq)
+                if bar is not None:
+                    bar.update(1)
+            name = f"shard-{s:05d}.safetensors"
+            n_tok = _save_shard(out / name, seqs, hidden_dtype)
+            manifest["shards"] = [e for e in manifest["shards"] if e["file"] != name]
+            manifest["shards"].append({"file": name, "first_prompt": s * cfg.shard_size,
+                                       "n_sequences": len(seqs), "n_tokens": n_tok})
+            manifest["shards"].sort(key=lambda e: e["file"])
+            manifest["n_sequences"] = sum(e["n_sequences"] for e in manifest["shards"])
+            manifest["n_tokens"] = sum(e["n_tokens"] for e in manifest["shards"])
+            manifest["complete"] = len(manifest["shards"]) == n_shards
+            manifest["n_prompts"] = len(prompts)
+            _write_json(out / MANIFEST, manifest)
+            written.append(name)
+    if bar is not None:
+        bar.close()
+    if not todo:  # nothing to do: still record completeness
+        manifest["complete"] = True
+        _write_json(out / MANIFEST, manifest)
+    return DistillResult(out, sum(e["n_sequences"] for e in manifest["shards"]),
+                         sum(e["n_tokens"] for e in manifest["shards"]), written, skipped)
+
+
+def load_sequences(data_dir: str | Path):
+    """Yield every recorded sequence as a dict of arrays (one shard in memory at a time)."""
+    from safetensors.numpy import load_file
+
+    data_dir = Path(data_dir)
+    manifest = read_manifest(data_dir)
+    if manifest is None:
+        raise FileNotFoundError(f"{data_dir}: no {MANIFEST} (write it with gguf-mtp distill-data)")
+    for entry in manifest["shards"]:
+        a = load_file(str(data_dir / entry["file"]))
+        off = a["offsets"]
+        for i in range(len(off) - 1):
+            lo, hi = int(off[i]), int(off[i + 1])
+            yield {"tokens": a["tokens"][lo:hi], "hidden": a["hidden"][lo:hi],
+                   "topk_values": a["topk_values"][lo:hi], "topk_indices": a["topk_indices"][lo:hi],
+                   "n_prompt": int(a["n_prompt"][i]), "prompt_index": int(a["prompt_index"][i])}
+
+
+__all__ = ["DistillConfig", "DistillResult", "distill", "load_sequences", "read_manifest", "record_sequence"]
+_ = asdict  # dataclasses.asdict is used by callers that log the config
