@@ -1,0 +1,149 @@
+"""Dense llama-family trunks with MTP heads: ``LlamaForCausalLM`` (SmolLM2,
+Llama), ``Qwen2ForCausalLM`` (Qwen2.5) and ``Qwen3ForCausalLM`` (Qwen3) ->
+GGUF arch ``llama`` / ``qwen2`` / ``qwen3``.
+
+No released checkpoint of these families ships MTP layers; this is the layout
+gguf-mtp defines for heads trained on them, DeepSeek-V3's appended after the
+trunk: MTP layer ``i`` is ``model.layers.{N + i}`` (N = num_hidden_layers,
+``num_nextn_predict_layers`` in config.json counts them), holding
+
+* the input fusion: ``enorm`` (RMSNorm of the token embedding), ``hnorm``
+  (RMSNorm of the trunk's hidden state after its final norm) and ``eh_proj``
+  over their concatenation, embedding FIRST;
+* one decoder layer of the trunk's own kind under the usual names
+  (``input_layernorm``, ``self_attn.*`` with the trunk's biases / q-k norms,
+  ``post_attention_layernorm``, ``mlp.*``);
+* ``shared_head.norm``, and optionally ``shared_head.head`` and its own
+  ``embed_tokens`` (otherwise the trunk's LM head and embedding are shared).
+
+The patched runtime (patch 0004) loads block N as that layer and runs it as
+the MTP drafter. The pinned converters know nothing of the extra layers:
+:class:`DenseMTPConverter` keeps them as ``blk.{N+i}`` (the decoder tensors
+through the converter's own mapping, so e.g. llama's q/k RoPE permutation
+applies to them too) and writes ``<arch>.nextn_predict_layers``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .base import MTPArch
+
+#: tensors that only an appended MTP layer has (its decoder tensors look like a trunk layer's)
+NEXTN_ONLY = re.compile(r"^model\.layers\.\d+\.(enorm|hnorm|eh_proj|shared_head\.norm|shared_head\.head|embed_tokens)\.")
+
+#: appended-layer tensor (after ``model.layers.{bid}.``) -> gguf MODEL_TENSOR name
+NEXTN_TENSORS = {
+    "enorm.weight": "NEXTN_ENORM",
+    "hnorm.weight": "NEXTN_HNORM",
+    "eh_proj.weight": "NEXTN_EH_PROJ",
+    "shared_head.norm.weight": "NEXTN_SHARED_HEAD_NORM",
+    "shared_head.head.weight": "NEXTN_SHARED_HEAD_HEAD",
+    "embed_tokens.weight": "NEXTN_EMBED_TOKENS",
+}
+
+
+def _layer_of(name: str) -> int | None:
+    parts = name.split(".", 3)
+    if len(parts) > 3 and parts[:2] == ["model", "layers"] and parts[2].isdecimal():
+        return int(parts[2])
+    return None
+
+
+class DenseMTPConverter:
+    """Mixed in before the pinned Llama/Qwen2/Qwen3 converter class: keeps the
+    appended MTP layers as blocks N.. (or drops them with ``no_mtp``)."""
+
+    def index_tensors(self, remote_hf_model_id=None):
+        tensors = super().index_tensors(remote_hf_model_id)
+        n_trunk = int(self.hparams["num_hidden_layers"])
+        out = {}
+        for name, gen in tensors.items():
+            name, gen = self.to_appended_layout(name, gen, n_trunk)
+            layer = _layer_of(name)
+            if self.no_mtp and layer is not None and layer >= n_trunk:
+                continue
+            out[name] = gen
+        return out
+
+    def to_appended_layout(self, name, gen, n_trunk):
+        """Hook: the checkpoint's MTP tensor names -> the appended layout."""
+        return name, gen
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        import gguf
+
+        self._n_trunk = int(self.hparams["num_hidden_layers"])
+        self._n_nextn = 0 if self.no_mtp else int(self.hparams.get("num_nextn_predict_layers") or 0)
+        self.block_count = self._n_trunk + self._n_nextn
+        self.tensor_map = gguf.get_tensor_name_map(self.model_arch, self.block_count)
+
+    def set_gguf_parameters(self):
+        super().set_gguf_parameters()
+        if self._n_nextn:
+            self.gguf_writer.add_nextn_predict_layers(self._n_nextn)
+
+    def modify_tensors(self, data_torch, name, bid):
+        import gguf
+
+        layer = _layer_of(name)
+        if layer is not None and layer >= self._n_trunk:
+            if layer >= self.block_count:
+                raise ValueError(f"{name}: MTP layer {layer - self._n_trunk} but config.json has "
+                                 f"num_nextn_predict_layers={self._n_nextn}")
+            key = NEXTN_TENSORS.get(name.split(".", 3)[3])
+            if key is not None:
+                # the pinned gguf-py lists no nextn tensors for these archs: name them directly
+                yield gguf.TENSOR_NAMES[getattr(gguf.MODEL_TENSOR, key)].format(bid=layer) + ".weight", data_torch
+                return
+        yield from super().modify_tensors(data_torch, name, bid)
+
+
+@dataclass(frozen=True)
+class DenseMTPArch(MTPArch):
+    def is_mtp_tensor(self, name: str) -> bool:
+        return NEXTN_ONLY.match(name) is not None
+
+
+_FUSION = (
+    ("model.layers.N.enorm.weight", "blk.N.nextn.enorm.weight"),
+    ("model.layers.N.hnorm.weight", "blk.N.nextn.hnorm.weight"),
+    ("model.layers.N.eh_proj.weight", "blk.N.nextn.eh_proj.weight"),
+    ("model.layers.N.shared_head.norm.weight", "blk.N.nextn.shared_head_norm.weight"),
+    ("model.layers.N.shared_head.head.weight (optional)", "blk.N.nextn.shared_head_head.weight"),
+    ("model.layers.N.embed_tokens.weight (optional)", "blk.N.nextn.embed_tokens.weight"),
+    ("model.layers.N.input_layernorm.weight", "blk.N.attn_norm.weight"),
+)
+_FFN = (
+    ("model.layers.N.post_attention_layernorm.weight", "blk.N.ffn_norm.weight"),
+    ("model.layers.N.mlp.{gate,up,down}_proj.weight", "blk.N.ffn_{gate,up,down}.weight"),
+)
+_HIDDEN = "the trunk's last hidden state AFTER its final norm (model.norm)"
+
+
+def _dense(hf: str, gguf_arch: str, attn: tuple) -> DenseMTPArch:
+    return DenseMTPArch(
+        hf_architectures=(hf,),
+        gguf_arch=gguf_arch,
+        mtp_prefixes=("model.layers.N.",),  # N = num_hidden_layers; see DenseMTPArch
+        mtp_layers_key="num_nextn_predict_layers",
+        hidden_source=_HIDDEN,
+        tensor_map=_FUSION + attn + _FFN,
+        converter_mixin=DenseMTPConverter,
+    )
+
+
+LLAMA_MTP = _dense("LlamaForCausalLM", "llama", (
+    ("model.layers.N.self_attn.{q,k}_proj.weight", "blk.N.attn_{q,k}.weight (RoPE rows permuted, as the trunk's)"),
+    ("model.layers.N.self_attn.{v,o}_proj.weight", "blk.N.attn_{v,output}.weight"),
+))
+QWEN2_MTP = _dense("Qwen2ForCausalLM", "qwen2", (
+    ("model.layers.N.self_attn.{q,k,v}_proj.{weight,bias}", "blk.N.attn_{q,k,v}.{weight,bias}"),
+    ("model.layers.N.self_attn.o_proj.weight", "blk.N.attn_output.weight"),
+))
+QWEN3_MTP = _dense("Qwen3ForCausalLM", "qwen3", (
+    ("model.layers.N.self_attn.{q,k,v,o}_proj.weight", "blk.N.attn_{q,k,v,output}.weight"),
+    ("model.layers.N.self_attn.{q,k}_norm.weight", "blk.N.attn_{q,k}_norm.weight"),
+))
