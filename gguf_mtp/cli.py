@@ -315,5 +315,15 @@ def quantize_cmd(src, dst, type, head_type, threads):
     click.echo(f"wrote {res.path} ({res.ftype}, {heads}, {human_bytes(res.size_bytes)})")
 
 
+def _add_training_commands():
+    from .train.cli import COMMANDS
+
+    for cmd in COMMANDS:
+        main.add_command(cmd)
+
+
+_add_training_commands()
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,127 @@
+"""The training commands (``distill-data``, ``finetune``, ``stitch``): thin
+click wrappers over :mod:`gguf_mtp.train`, registered on the ``gguf-mtp``
+group; ``python -m gguf_mtp.train`` (and ``accelerate launch -m
+gguf_mtp.train``) runs ``finetune``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("distill-data")
+@click.argument("target", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.option("--prompts", default=None, type=click.Path(exists=True, path_type=str),
+              help="Prompt file (.jsonl / .txt) or directory (default: the prompt set shipped with gguf-mtp).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str), help="Output directory.")
+@click.option("-n", "--max-tokens", type=int, default=128, show_default=True, help="Response tokens per prompt.")
+@click.option("--temp", type=float, default=0.0, show_default=True, help="Sampling temperature (0 = greedy).")
+@click.option("--top-p", type=float, default=1.0, show_default=True)
+@click.option("--top-k", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (prompt i uses seed + i).")
+@click.option("-k", "--topk-logits", type=int, default=32, show_default=True, help="Target logits kept per position.")
+@click.option("--shard-size", type=int, default=64, show_default=True, help="Sequences per shard.")
+@click.option("--max-prompts", type=int, default=None, help="Use the first N prompts only.")
+@click.option("--hidden-dtype", type=click.Choice(["f16", "f32"]), default="f16", show_default=True)
+@click.option("--n-ctx", type=int, default=2048, show_default=True)
+@click.option("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores).")
+@click.option("-ngl", "--n-gpu-layers", type=int, default=None, help="Layers offloaded to a GPU.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def distill_data(target, prompts, out, max_tokens, temp, top_p, top_k, seed, topk_logits, shard_size, max_prompts,
+                 hidden_dtype, n_ctx, threads, n_gpu_layers, quiet):
+    """Self-distillation data: TARGET answers the prompts itself (greedy or
+    sampled, at its own quantization); per position the tokens, the target's
+    post-norm hidden states and its top-k logits go to safetensors shards with
+    a manifest. Rerunning with the same --out resumes."""
+    from .distill import DistillConfig, distill
+    from .prompts import DEFAULT_PROMPTS_DIR
+
+    cfg = DistillConfig(target=target, prompts=prompts or str(DEFAULT_PROMPTS_DIR), out=out,
+                        max_tokens=max_tokens, temperature=temp, top_p=top_p, top_k=top_k, seed=seed,
+                        topk_logits=topk_logits, shard_size=shard_size, max_prompts=max_prompts,
+                        hidden_dtype=hidden_dtype, n_ctx=n_ctx, n_threads=threads, n_gpu_layers=n_gpu_layers,
+                        progress=not quiet)
+    try:
+        r = distill(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e))
+    click.echo(f"{r.out}: {r.n_sequences} sequences, {r.n_tokens} tokens "
+               f"({len(r.shards)} shard(s) written, {r.skipped_shards} already there)")
+
+
+@click.command("finetune")
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.argument("target", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str), help="Heads directory.")
+@click.option("--method", type=click.Choice(["fastmtp", "mtp-d"]), default="fastmtp", show_default=True,
+              help="fastmtp: shared layer over K recursive steps, CE; mtp-d: plus KL(target || head) on top-k logits.")
+@click.option("--steps", type=int, default=200, show_default=True, help="Optimizer steps.")
+@click.option("-K", "--n-predict", type=int, default=3, show_default=True, help="Recursive steps per position.")
+@click.option("--beta", type=float, default=0.6, show_default=True,
+              help="Step weights alpha_k proportional to beta^(k-1).")
+@click.option("--kl-weight", type=float, default=1.0, show_default=True, help="mtp-d: weight of the KL term.")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Windows per step and process.")
+@click.option("--seq-len", type=int, default=128, show_default=True, help="Window length in tokens.")
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--warmup", type=int, default=20, show_default=True, help="Warmup steps (then cosine decay).")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option("--response-only", is_flag=True, help="Loss only on response tokens (not the prompt).")
+@click.option("--save-every", type=int, default=100, show_default=True, help="Checkpoint interval in steps.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-resume", is_flag=True, help="Start over even if OUT holds checkpoints.")
+@click.option("--cpu", is_flag=True, help="Train on the CPU even if a GPU is there.")
+@click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default="no", show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def finetune_cmd(data, target, out, method, steps, n_predict, beta, kl_weight, batch_size, seq_len, lr, warmup,
+                 weight_decay, response_only, save_every, seed, no_resume, cpu, mixed_precision, quiet):
+    """Fine-tune TARGET's MTP heads on DATA (from distill-data) with FastMTP or
+    MTP-D; the heads are read from TARGET, its embedding and LM head stay
+    frozen. Writes OUT/heads.safetensors, OUT/heads.json, OUT/train_log.jsonl
+    and checkpoints (rerun to resume). Several GPUs:
+    accelerate launch -m gguf_mtp.train DATA TARGET --out OUT ..."""
+    from .finetune import FinetuneConfig, finetune
+
+    try:
+        cfg = FinetuneConfig(data=data, target=target, out=out, method=method, steps=steps, n_predict=n_predict,
+                             beta=beta, kl_weight=kl_weight, batch_size=batch_size, seq_len=seq_len, lr=lr,
+                             warmup_steps=warmup, weight_decay=weight_decay, response_only=response_only,
+                             save_every=save_every, seed=seed, resume=not no_resume, cpu=cpu,
+                             mixed_precision=mixed_precision, progress=not quiet)
+        r = finetune(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e))
+    last = r.last
+    acc = "/".join(f"{a:.3f}" for a in last.get("acc", []))
+    click.echo(f"{r.out}: {r.steps} steps (resumed at {r.resumed_from}); last loss "
+               f"{last.get('loss', float('nan')):.4f}, accuracy per step {acc}")
+
+
+@click.command("stitch")
+@click.argument("target", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("heads", type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--head-type", type=click.Choice(["f32", "f16", "bf16", "q8_0", "q5_0", "q5_1", "q4_0", "q4_1"]),
+              default=None, help="Type of the stitched head matrices (default: each tensor's type in TARGET).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was replaced as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def stitch_cmd(target, heads, out, head_type, as_json, quiet):
+    """Write trained HEADS (a finetune output directory) into TARGET as OUT,
+    without re-converting the trunk: key/values and trunk tensors are copied,
+    the MTP tensors replaced (norms stored as 1 + w again, matrices quantized to
+    --head-type)."""
+    from .heads import HeadsError
+    from .stitch import StitchError, stitch
+
+    try:
+        r = stitch(target, heads, out, head_type=head_type, progress=not quiet)
+    except (StitchError, HeadsError, FileNotFoundError) as e:
+        raise click.ClickException(str(e))
+    if as_json:
+        click.echo(json.dumps({"path": str(r.path), "types": r.types}, indent=2))
+    else:
+        kinds = sorted(set(r.types.values()))
+        click.echo(f"{r.path}: {len(r.replaced)} MTP tensors replaced (matrices at {', '.join(kinds)})")
+
+
+COMMANDS = (distill_data, finetune_cmd, stitch_cmd)

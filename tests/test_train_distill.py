@@ -1,0 +1,81 @@
+"""gguf-mtp distill-data: the target GGUF answers prompts itself; the shards
+hold what the target computes (tokens, post-norm hidden rows, top-k logits),
+and an interrupted run resumes without redoing finished shards."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gguf_mtp.cli import main
+from gguf_mtp.train.distill import DistillConfig, distill, load_sequences, read_manifest
+from gguf_mtp.train.prompts import DEFAULT_PROMPTS_DIR, load_prompts
+
+
+def test_load_prompts(tmp_path):
+    (tmp_path / "a.jsonl").write_text(json.dumps("def f(x):\n    ") + "\n" + json.dumps({"prompt": "x = 1"}) + "\n")
+    (tmp_path / "b.txt").write_text("one line\n\nanother line\n")
+    assert load_prompts(tmp_path) == ["def f(x):\n    ", "x = 1", "one line", "another line"]
+    shipped = load_prompts(DEFAULT_PROMPTS_DIR)
+    assert len(shipped) >= 400 and all(isinstance(p, str) and p for p in shipped)
+    (tmp_path / "bad.jsonl").write_text("3\n")
+    with pytest.raises(ValueError):
+        load_prompts(tmp_path / "bad.jsonl")
+
+
+def test_distill_records_the_targets_own_computation(default_gguf, tmp_path):
+    from gguf_mtp.runtime import Engine, RuntimeOptions, generate
+
+    target = default_gguf("f32")
+    out = tmp_path / "data"
+    r = CliRunner().invoke(main, ["distill-data", str(target), "--out", str(out), "--max-prompts", "3",
+                                  "--shard-size", "2", "-n", "12", "-k", "8", "--hidden-dtype", "f32",
+                                  "-t", "2", "-q"])
+    assert r.exit_code == 0, r.output
+    m = read_manifest(out)
+    assert m["complete"] and [s["file"] for s in m["shards"]] == ["shard-00000.safetensors", "shard-00001.safetensors"]
+    seqs = list(load_sequences(out))
+    assert [s["prompt_index"] for s in seqs] == [0, 1, 2] and m["n_sequences"] == 3
+    prompts = load_prompts(DEFAULT_PROMPTS_DIR)
+    with Engine(target, RuntimeOptions(n_ctx=512, n_threads=2)) as eng:
+        for s in seqs:
+            ptoks = eng.tokenize(prompts[s["prompt_index"]])
+            g = generate(eng, ptoks, 12, drafter="none", draft=0)
+            assert s["n_prompt"] == len(ptoks)
+            assert s["tokens"].tolist() == ptoks + g.tokens          # greedy response of the target itself
+            toks = s["tokens"].tolist()
+            eng.clear()
+            eng.target_decode(toks, 0, [True] * len(toks))
+            hid = eng.target_hidden(len(toks))
+            np.testing.assert_allclose(s["hidden"], hid, rtol=0, atol=1e-5 * float(np.abs(hid).max()))
+            logits = np.stack([eng.target_logits(i).copy() for i in range(len(toks))])
+            top = np.sort(logits, axis=-1)[:, ::-1][:, :8]
+            np.testing.assert_allclose(s["topk_values"], top, rtol=1e-6, atol=1e-5)
+            assert (np.take_along_axis(logits, s["topk_indices"].astype(np.int64), -1) == s["topk_values"]).all()
+            # greedy: the target's best token at p is the recorded token p + 1 in the response
+            n = s["n_prompt"]
+            assert (s["topk_indices"][n - 1:-1, 0] == s["tokens"][n:]).all()
+
+
+def test_distill_resumes_after_an_interrupt(default_gguf, tmp_path):
+    target = default_gguf("q8_0")
+    cfg = DistillConfig(target=str(target), prompts=str(DEFAULT_PROMPTS_DIR), out=str(tmp_path / "d"),
+                        max_tokens=8, max_prompts=5, shard_size=2, n_threads=2, progress=False)
+    first = distill(cfg)
+    assert first.shards == ["shard-00000.safetensors", "shard-00001.safetensors", "shard-00002.safetensors"]
+    d = tmp_path / "d"
+    before = {p.name: p.read_bytes() for p in d.glob("shard-*")}
+    stamp = (d / "shard-00000.safetensors").stat().st_mtime_ns
+    (d / "shard-00002.safetensors").unlink()             # interrupted before the last shard was written
+    again = distill(cfg)
+    assert again.shards == ["shard-00002.safetensors"] and again.skipped_shards == 2
+    assert (d / "shard-00000.safetensors").stat().st_mtime_ns == stamp
+    assert {p.name: p.read_bytes() for p in d.glob("shard-*")} == before
+    # more prompts: the short last shard is redone, a new one added
+    more = distill(DistillConfig(**{**cfg.__dict__, "max_prompts": 6}))
+    assert more.shards == ["shard-00002.safetensors"] and more.n_sequences == 6
+    with pytest.raises(ValueError, match="different settings"):
+        distill(DistillConfig(**{**cfg.__dict__, "max_tokens": 9}))
