@@ -25,13 +25,7 @@ applies to them too) and writes ``<arch>.nextn_predict_layers``.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
-from .base import MTPArch
-
-#: tensors that only an appended MTP layer has (its decoder tensors look like a trunk layer's)
-NEXTN_ONLY = re.compile(r"^model\.layers\.\d+\.(enorm|hnorm|eh_proj|shared_head\.norm|shared_head\.head|embed_tokens)\.")
+from .nextn import AppendedNextNArch
 
 #: appended-layer tensor (after ``model.layers.{bid}.``) -> gguf MODEL_TENSOR name
 NEXTN_TENSORS = {
@@ -101,12 +95,6 @@ class DenseMTPConverter:
         yield from super().modify_tensors(data_torch, name, bid)
 
 
-@dataclass(frozen=True)
-class DenseMTPArch(MTPArch):
-    def is_mtp_tensor(self, name: str) -> bool:
-        return NEXTN_ONLY.match(name) is not None
-
-
 _FUSION = (
     ("model.layers.N.enorm.weight", "blk.N.nextn.enorm.weight"),
     ("model.layers.N.hnorm.weight", "blk.N.nextn.hnorm.weight"),
@@ -123,11 +111,11 @@ _FFN = (
 _HIDDEN = "the trunk's last hidden state AFTER its final norm (model.norm)"
 
 
-def _dense(hf: str, gguf_arch: str, attn: tuple) -> DenseMTPArch:
-    return DenseMTPArch(
+def _dense(hf: str, gguf_arch: str, attn: tuple) -> AppendedNextNArch:
+    return AppendedNextNArch(
         hf_architectures=(hf,),
         gguf_arch=gguf_arch,
-        mtp_prefixes=("model.layers.N.",),  # N = num_hidden_layers; see DenseMTPArch
+        mtp_prefixes=("model.layers.N.",),  # N = num_hidden_layers; see AppendedNextNArch
         mtp_layers_key="num_nextn_predict_layers",
         hidden_source=_HIDDEN,
         tensor_map=_FUSION + attn + _FFN,
