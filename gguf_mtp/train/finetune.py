@@ -1,0 +1,352 @@
+"""Fine-tune the MTP heads of a target GGUF on self-distilled data.
+
+Two methods share one loop (Hugging Face accelerate: the same code runs on a
+CPU and on several GPUs, ``accelerate launch -m gguf_mtp.train ...``):
+
+``fastmtp``
+    One MTP layer shared across K recursive steps. Step 1 pairs the target's
+    post-norm hidden state h_t with the embedding of token t+1 and predicts
+    token t+2; step k pairs the previous step's output hidden state (the
+    shared-head norm's output, what the runtime feeds the next draft step) with
+    the embedding of token t+k and predicts token t+k+1. The loss is
+    sum_k alpha_k CE_k with alpha_k = beta^(k-1) / sum_j beta^(j-1)
+    (beta = 0.6, K = 3: 0.51, 0.31, 0.18). With several MTP layers, step k runs
+    layer (k-1) mod H, as the runtime's chained drafter does.
+``mtp-d``
+    The same recursion; each step's loss adds ``kl_weight`` x KL(target || head)
+    on the recorded top-k target logits (the target's distribution renormalised
+    over its top k, the head's full-vocabulary log-probabilities at those ids).
+
+The trunk's embedding and LM head are frozen (shared with the trunk); only the
+MTP block trains. AdamW, linear warmup then cosine decay to ``min_lr_ratio``.
+Every ``save_every`` steps a checkpoint (accelerate's ``save_state``: model,
+optimizer, scheduler, RNG) goes to ``OUT/checkpoints/step-NNNNNN``; a rerun
+with the same OUT resumes from the latest one. ``OUT/train_log.jsonl`` has
+one line per step: loss, per-step losses and per-position accuracy (the share
+of positions where step k's argmax is the recorded token t+k+1). The trained
+heads go to ``OUT/heads.safetensors`` + ``OUT/heads.json``
+(:func:`gguf_mtp.train.heads.save_heads`), ready for ``gguf-mtp stitch``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+METHODS = ("fastmtp", "mtp-d")
+
+
+@dataclass
+class FinetuneConfig:
+    data: str                        # directory written by gguf-mtp distill-data
+    target: str                      # the target GGUF (heads, embedding, LM head are read from it)
+    out: str                         # heads directory
+    method: str = "fastmtp"          # "fastmtp" or "mtp-d"
+    steps: int = 200                 # optimizer steps
+    n_predict: int = 3               # K: recursive steps per position
+    beta: float = 0.6                # step-weight decay: alpha_k proportional to beta^(k-1)
+    kl_weight: float = 1.0           # mtp-d: weight of KL(target || head)
+    batch_size: int = 8              # sequences per step (per process)
+    seq_len: int = 128               # window length in tokens
+    lr: float = 1e-4
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    response_only: bool = False      # loss only where the predicted token belongs to the response
+    save_every: int = 100
+    seed: int = 0
+    resume: bool = True
+    cpu: bool = False                # force the CPU even if a GPU is there
+    mixed_precision: str = "no"      # accelerate's: "no", "fp16", "bf16"
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method {self.method!r}: choose one of {', '.join(METHODS)}")
+        if self.n_predict < 1:
+            raise ValueError("n_predict must be >= 1")
+        if self.seq_len < self.n_predict + 2:
+            raise ValueError(f"seq_len must be >= n_predict + 2 = {self.n_predict + 2}")
+
+
+def step_weights(k: int, beta: float) -> list[float]:
+    """alpha_1..alpha_k: beta^(i-1) normalised to sum to 1."""
+    w = [beta ** i for i in range(k)]
+    s = sum(w)
+    return [x / s for x in w]
+
+
+# -- data ---------------------------------------------------------------------
+
+class WindowDataset(torch.utils.data.Dataset):
+    """Windows of ``seq_len`` tokens of the recorded sequences, read lazily
+    from the shards (one open handle per shard, slices only)."""
+
+    def __init__(self, data_dir: str | Path, seq_len: int, min_len: int):
+        from safetensors import safe_open
+
+        from .distill import read_manifest
+
+        self.dir = Path(data_dir)
+        manifest = read_manifest(self.dir)
+        if manifest is None:
+            raise FileNotFoundError(f"{self.dir}: no manifest.json (write it with gguf-mtp distill-data)")
+        if not manifest["shards"]:
+            raise ValueError(f"{self.dir}: no finished shards")
+        self.manifest = manifest
+        self.windows: list[tuple[int, int, int, int]] = []   # shard, lo, hi, response start (abs)
+        self.files = [str(self.dir / e["file"]) for e in manifest["shards"]]
+        for s, f in enumerate(self.files):
+            with safe_open(f, framework="np") as h:
+                off = h.get_tensor("offsets")
+                n_prompt = h.get_tensor("n_prompt")
+            for i in range(len(off) - 1):
+                a, b = int(off[i]), int(off[i + 1])
+                for lo in range(a, b, seq_len):
+                    hi = min(b, lo + seq_len)
+                    if hi - lo >= min_len:
+                        self.windows.append((s, lo, hi, a + int(n_prompt[i])))
+        if not self.windows:
+            raise ValueError(f"{self.dir}: no sequence has {min_len} tokens")
+        self.seq_len = seq_len
+        self._handles: dict[int, object] = {}
+
+    def __len__(self):
+        return len(self.windows)
+
+    def _handle(self, s: int):
+        from safetensors import safe_open
+
+        if s not in self._handles:
+            self._handles[s] = safe_open(self.files[s], framework="np")
+        return self._handles[s]
+
+    def __getitem__(self, i):
+        s, lo, hi, resp = self.windows[i]
+        h = self._handle(s)
+        get = lambda name: h.get_slice(name)[lo:hi]  # noqa: E731
+        pos = np.arange(lo, hi)
+        return {"tokens": get("tokens").astype(np.int64), "hidden": get("hidden").astype(np.float32),
+                "topk_values": get("topk_values").astype(np.float32),
+                "topk_indices": get("topk_indices").astype(np.int64), "response": pos >= resp}
+
+    def __getstate__(self):  # DataLoader workers open their own handles
+        d = dict(self.__dict__)
+        d["_handles"] = {}
+        return d
+
+
+def collate(items: list[dict]) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest window; ``valid`` marks real rows."""
+    n = max(len(it["tokens"]) for it in items)
+    out = {}
+    for key in ("tokens", "hidden", "topk_values", "topk_indices", "response"):
+        arrs = []
+        for it in items:
+            a = it[key]
+            pad = [(0, n - len(a))] + [(0, 0)] * (a.ndim - 1)
+            arrs.append(np.pad(a, pad))
+        out[key] = torch.from_numpy(np.stack(arrs))
+    out["valid"] = torch.from_numpy(np.stack([np.arange(n) < len(it["tokens"]) for it in items]))
+    return out
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A fresh permutation per epoch, seeded by (seed, epoch): resumable."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self):
+        return self.n
+
+
+# -- loss ---------------------------------------------------------------------
+
+def mtp_losses(module, batch: dict[str, torch.Tensor], cfg: FinetuneConfig) -> tuple[torch.Tensor, dict]:
+    """The recursive K-step loss of one batch; returns (loss, metrics)."""
+    x, h, valid = batch["tokens"], batch["hidden"], batch["valid"]
+    use = valid & batch["response"] if cfg.response_only else valid
+    T = x.shape[1]
+    n_layers = len(module.layers)
+    alphas = step_weights(cfg.n_predict, cfg.beta)
+    total = x.new_zeros((), dtype=torch.float32)
+    metrics = {"ce": [], "kl": [], "acc": [], "n": []}
+    prev = h
+    for k in range(1, cfg.n_predict + 1):
+        n = T - k - 1
+        if n <= 0:
+            break
+        ids = x[:, k:k + n]
+        pos = torch.arange(k, k + n, device=x.device).expand(x.shape[0], n)
+        logits, prev = module(ids, prev[:, :n], pos, layer=(k - 1) % n_layers)
+        target = x[:, k + 1:k + 1 + n]
+        mask = use[:, k + 1:k + 1 + n]
+        logp = F.log_softmax(logits.float(), dim=-1)
+        nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        denom = mask.sum().clamp(min=1)
+        ce = (nll * mask).sum() / denom
+        step_loss = ce
+        if cfg.method == "mtp-d":
+            tv, ti = batch["topk_values"][:, k:k + n], batch["topk_indices"][:, k:k + n]
+            p = F.softmax(tv, dim=-1)
+            kl = (p * (torch.log(p.clamp(min=1e-30)) - logp.gather(-1, ti))).sum(-1)
+            kl = (kl * mask).sum() / denom
+            step_loss = step_loss + cfg.kl_weight * kl
+            metrics["kl"].append(float(kl.detach()))
+        total = total + alphas[k - 1] * step_loss
+        with torch.no_grad():
+            acc = ((logits.argmax(-1) == target) & mask).sum() / denom
+        metrics["ce"].append(float(ce.detach()))
+        metrics["acc"].append(float(acc))
+        metrics["n"].append(int(mask.sum()))
+    return total, metrics
+
+
+def lr_lambda(cfg: FinetuneConfig):
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / max(1, cfg.warmup_steps)
+        t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return f
+
+
+def _latest_checkpoint(out: Path) -> Path | None:
+    ck = sorted((out / "checkpoints").glob("step-*"))
+    ck = [c for c in ck if (c / "trainer_state.json").is_file()]
+    return ck[-1] if ck else None
+
+
+# -- the loop -----------------------------------------------------------------
+
+@dataclass
+class FinetuneResult:
+    out: Path
+    steps: int
+    resumed_from: int
+    last: dict
+
+
+def finetune(cfg: FinetuneConfig) -> FinetuneResult:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from .heads import load_heads, save_heads
+
+    acc = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
+    set_seed(cfg.seed)
+    out = Path(cfg.out)
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+
+    heads = load_heads(cfg.target)
+    module = heads.module.train()
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+
+    data = WindowDataset(cfg.data, cfg.seq_len, min_len=cfg.n_predict + 2)
+    sampler = EpochSampler(len(data), cfg.seed)
+    loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
+                                         drop_last=len(data) >= cfg.batch_size * acc.num_processes)
+    module, opt, loader = acc.prepare(module, opt, loader)
+    acc.register_for_checkpointing(sched)
+
+    start = 0
+    ckpt = _latest_checkpoint(out) if cfg.resume else None
+    if ckpt is not None:
+        saved = json.loads((ckpt / "trainer_state.json").read_text())
+        keys = ("method", "n_predict", "beta", "kl_weight", "batch_size", "seq_len", "seed", "response_only")
+        differ = [k for k in keys if saved["config"].get(k) != getattr(cfg, k)]
+        if differ:
+            raise ValueError(f"{ckpt} was written with different settings ({', '.join(differ)}); "
+                             "use another --out or --no-resume")
+        acc.load_state(str(ckpt))
+        start = saved["step"]
+    log_path = out / "train_log.jsonl"
+    if acc.is_main_process and start == 0 and log_path.exists():
+        log_path.unlink()
+
+    per_epoch = len(loader)
+    if per_epoch == 0:
+        raise ValueError("not enough data for one batch")
+    bar = None
+    if cfg.progress and acc.is_local_main_process:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start, unit="step", desc=f"Finetuning ({cfg.method})")
+
+    step, last = start, {}
+    epoch, skip = divmod(start, per_epoch)
+    while step < cfg.steps:
+        sampler.set_epoch(epoch)
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        it = acc.skip_first_batches(loader, skip) if skip else loader
+        skip = 0
+        for batch in it:
+            if step >= cfg.steps:
+                break
+            with acc.autocast():
+                loss, m = mtp_losses(module, batch, cfg)
+            opt.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            if cfg.grad_clip > 0:
+                acc.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            last = {"step": step, "loss": float(loss.detach()), "lr": sched.get_last_lr()[0],
+                    "ce": m["ce"], "acc": m["acc"], "n": m["n"]}
+            if m["kl"]:
+                last["kl"] = m["kl"]
+            if acc.is_main_process:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(last) + "\n")
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{last['loss']:.3f}", acc="/".join(f"{a:.2f}" for a in m["acc"]))
+            if cfg.save_every and (step % cfg.save_every == 0 or step == cfg.steps):
+                _save_checkpoint(acc, out, step, cfg)
+        epoch += 1
+    if bar is not None:
+        bar.close()
+
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        model = acc.unwrap_model(module)
+        state = {f"mtp.{k}": v for k, v in model.mtp_state_dict().items()}
+        save_heads(out, state, heads.layout, cfg.target,
+                   extra={"training": {**asdict(cfg), "steps_done": step}, "last_step": last})
+    return FinetuneResult(out, step, start, last)
+
+
+def _save_checkpoint(acc, out: Path, step: int, cfg: FinetuneConfig) -> None:
+    d = out / "checkpoints" / f"step-{step:06d}"
+    acc.save_state(str(d))
+    if acc.is_main_process:
+        (d / "trainer_state.json").write_text(json.dumps({"step": step, "config": asdict(cfg)}, indent=2))
+        # keep the two newest checkpoints
+        for old in sorted((out / "checkpoints").glob("step-*"))[:-2]:
+            shutil.rmtree(old, ignore_errors=True)
+    acc.wait_for_everyone()
+
+
+__all__ = ["FinetuneConfig", "FinetuneResult", "METHODS", "WindowDataset", "finetune", "mtp_losses",
+           "step_weights"]

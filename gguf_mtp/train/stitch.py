@@ -1,0 +1,110 @@
+"""``gguf-mtp stitch TARGET.gguf HEADS_DIR OUT.gguf``: trained heads back into
+the target GGUF, without re-converting the trunk.
+
+Everything but the MTP block is copied from TARGET through
+:mod:`gguf_mtp.gguf_rewrite` (key/values byte for byte, trunk tensors streamed);
+the MTP tensors are replaced by the heads directory's, with the converter's
+transforms re-applied (Qwen3.5 norms stored as 1 + w; see
+:mod:`gguf_mtp.train.heads`) and quantized with gguf-py
+(``gguf.quants.quantize``) to ``head_type``: by default the type each tensor
+has in TARGET; 1-D tensors (norms) stay F32, as the converter writes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: head types gguf-py can quantize to (CLI names -> ggml type names)
+HEAD_TYPES = {"f32": "F32", "f16": "F16", "bf16": "BF16", "q8_0": "Q8_0", "q5_0": "Q5_0", "q5_1": "Q5_1",
+              "q4_0": "Q4_0", "q4_1": "Q4_1"}
+
+
+class StitchError(ValueError):
+    pass
+
+
+@dataclass
+class StitchResult:
+    path: Path
+    replaced: list[str]
+    types: dict[str, str]
+
+
+def encode_tensor(array: np.ndarray, type_name: str) -> tuple[bytes, int, tuple[int, ...]]:
+    """(raw bytes, ggml type, GGUF shape ne0-first) of ``array`` at ``type_name``."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import quantize
+
+    qtype = GGMLQuantizationType[type_name]
+    a = np.ascontiguousarray(array, dtype=np.float32)
+    try:
+        raw = quantize(a, qtype)
+    except NotImplementedError as e:
+        raise StitchError(f"gguf-py cannot quantize to {type_name}; pick --head-type from "
+                          f"{', '.join(HEAD_TYPES)}") from e
+    return np.ascontiguousarray(raw).tobytes(), int(qtype), tuple(reversed(a.shape))
+
+
+def stitch(target: str | Path, heads_dir: str | Path, out: str | Path, *, head_type: str | None = None,
+           progress: bool = True) -> StitchResult:
+    from ..gguf_rewrite import SourceFile, Tensor, write_gguf
+    from .heads import name_map, read_heads_dir, to_gguf_tensor
+
+    if head_type is not None and head_type not in HEAD_TYPES:
+        raise StitchError(f"--head-type {head_type!r}: choose one of {', '.join(HEAD_TYPES)}")
+    src = SourceFile.open(target)
+    out = Path(out)
+    if out.resolve() == src.path.resolve():
+        raise StitchError(f"{out}: write to a new file, not over the target")
+    state, meta = read_heads_dir(heads_dir)
+    kv = src.header.kv
+    arch = kv.get("general.architecture")
+    n_heads = int(kv.get(f"{arch}.nextn_predict_layers", 0) or 0)
+    n_trunk = int(kv.get(f"{arch}.block_count", 0)) - n_heads
+    problems = []
+    if arch != meta.get("arch"):
+        problems.append(f"architecture: TARGET {arch}, heads {meta.get('arch')}")
+    if n_heads != meta.get("n_heads") or n_trunk != meta.get("n_trunk"):
+        problems.append(f"layout: TARGET has {n_trunk} trunk layers + {n_heads} MTP layers, the heads were "
+                        f"trained for {meta.get('n_trunk')} + {meta.get('n_heads')}")
+    if problems:
+        raise StitchError("the heads do not belong to TARGET:\n  " + "\n  ".join(problems))
+
+    names = name_map(n_trunk, n_heads)
+    by_name = {t.name: t for t in src.tensors()}
+    from gguf import GGMLQuantizationType
+
+    tensors, types = [], {}
+    for t in src.tensors():
+        if t.name not in names:
+            tensors.append(t)
+            continue
+        ck = names[t.name]
+        if ck not in state:
+            raise StitchError(f"{heads_dir}: no tensor {ck} (for {t.name})")
+        array = to_gguf_tensor(ck, state[ck].float().numpy())
+        expected = tuple(reversed(t.shape))
+        if tuple(array.shape) != expected:
+            raise StitchError(f"{ck}: shape {tuple(array.shape)}, TARGET's {t.name} is {expected}")
+        if array.ndim == 1:
+            tname = "F32"
+        elif head_type is not None:
+            tname = HEAD_TYPES[head_type]
+        else:
+            tname = GGMLQuantizationType(t.gtype).name
+        raw, gtype, shape = encode_tensor(array, tname)
+        tensors.append(Tensor(t.name, shape, gtype, data=raw))
+        types[t.name] = tname
+    missing = set(names) - set(by_name)
+    if missing:
+        raise StitchError(f"TARGET lacks MTP tensors {sorted(missing)}")
+    entries = [src.raw_kv(k) for k in kv]
+    align = int(kv.get("general.alignment", 32))
+    write_gguf(out, entries, tensors, alignment=align, progress=progress, desc="Stitching")
+    return StitchResult(out, sorted(names), types)
+
+
+__all__ = ["HEAD_TYPES", "StitchError", "StitchResult", "encode_tensor", "stitch"]
