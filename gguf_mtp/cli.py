@@ -118,7 +118,8 @@ def convert(model_dir, out, outtype, head_type, no_mtp, mtp_only, quiet, verbose
 
 @main.command("archs")
 @click.option("--tensors", is_flag=True, help="Also show which checkpoint tensor becomes which GGUF tensor.")
-def archs_cmd(tensors):
+@click.option("--markdown", is_flag=True, help="Print the tables as Markdown (as in the README).")
+def archs_cmd(tensors, markdown):
     """List the checkpoint architectures 'convert' supports, the GGUF
     architecture each becomes, and which hidden state feeds its MTP module."""
     from .archs import ARCHITECTURES
@@ -127,6 +128,18 @@ def archs_cmd(tensors):
     for arch in ARCHITECTURES.values():
         if arch not in seen:
             seen.append(arch)
+    if markdown:
+        click.echo("| HF class | GGUF arch | hidden state fed to the MTP module |\n|---|---|---|")
+        for arch in seen:
+            click.echo(f"| {', '.join(f'`{a}`' for a in arch.hf_architectures)} | `{arch.gguf_arch}` "
+                       f"| {arch.hidden_source} |")
+        if tensors:
+            for arch in seen:
+                click.echo(f"\n**{', '.join(arch.hf_architectures)}** → `{arch.gguf_arch}`\n")
+                click.echo("| checkpoint tensor | GGUF tensor |\n|---|---|")
+                for src, dst in arch.tensor_map:
+                    click.echo(f"| `{src}` | `{dst}` |")
+        return
     for arch in seen:
         click.echo(f"{', '.join(arch.hf_architectures)} -> {arch.gguf_arch}")
         click.echo(f"    MTP input: {arch.hidden_source}")
