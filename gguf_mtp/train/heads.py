@@ -5,11 +5,24 @@ whatever quantization the file carries is dequantized with gguf-py
 (``gguf.quants.dequantize``) and the converter's transforms are inverted, so
 training starts from exactly the heads llama.cpp runs. The token embedding and
 the LM head are the trunk's (``token_embd`` / ``output``; tied when there is no
-``output``), loaded frozen and shared.
+``output``), loaded frozen and shared; so are an MTP layer's own
+``nextn.embed_tokens`` / ``nextn.shared_head_head`` where the GGUF has them.
 
-Qwen3.5 (GGUF arch ``qwen35``): the module is :class:`gguf_mtp.reference.Qwen35MTP`,
-whose logits equal llama.cpp's MTP graph (tests/test_train_heads.py). The
-converter's transforms on the MTP block, and their inverses:
+Every supported GGUF architecture is covered, one family module each
+(:data:`FAMILIES`): the family reads the transformers config of the MTP
+decoder layers from the GGUF's key/values, lists the trainable tensors as
+:class:`~gguf_mtp.train.heads_common.TensorRule` (GGUF tensor(s) <-> heads
+tensor, with the converter's transform and its inverse) and builds the module
+around transformers' own decoder layer, whose logits and output hidden state
+equal llama.cpp's MTP graph (tests/test_train_heads*.py):
+
+* ``qwen35`` (here): :class:`gguf_mtp.reference.Qwen35MTP`;
+* ``qwen35moe``, ``qwen3next``: :mod:`gguf_mtp.train.heads_qwen_moe`;
+* ``deepseek2``, ``glm4moe``: :mod:`gguf_mtp.train.heads_nextn`;
+* ``llama``, ``qwen2`` (MiMo included), ``qwen3``: :mod:`gguf_mtp.train.heads_dense`.
+
+Qwen3.5 (GGUF arch ``qwen35``), the converter's transforms on the MTP block
+and their inverses:
 
 * every RMSNorm weight (enorm, hnorm, shared-head norm, input / post-attention
   norms, q / k norms) is stored as ``1 + w``: loading subtracts 1, writing adds 1;
@@ -23,20 +36,27 @@ converter's transforms on the MTP block, and their inverses:
   only touches trunk layers.
 
 A heads directory (what ``gguf-mtp finetune`` writes and ``gguf-mtp stitch``
-reads) holds ``heads.safetensors`` (the ``mtp.*`` tensors under checkpoint
-names, float32) and ``heads.json`` (architecture, trunk depth, the GGUF it
-came from, the training record).
+reads) holds ``heads.safetensors`` (the trainable tensors as ``mtp.<state
+name>``, float32: the checkpoint's ``mtp.*`` names for the Qwen families,
+``mtp.layers.i.*`` for appended layers ``model.layers.{N+i}.*``, experts in
+transformers' fused form) and ``heads.json`` (architecture, trunk depth, the
+GGUF it came from, the training record).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from .heads_common import (
+    GGUFLayout, GGUFView, HeadsError, HeadsFamily, MTPHeads, TensorRule, dequant, plain, plus_one_norm,
+)
 
 HEADS_FILE = "heads.safetensors"
 HEADS_META = "heads.json"
@@ -62,12 +82,30 @@ _SHARED = {
     "nextn.eh_proj.weight": "fc.weight",
     "nextn.shared_head_norm.weight": "norm.weight",
 }
-SUPPORTED_ARCHS = ("qwen35",)
+#: GGUF architecture -> "module:FAMILY" (imported on first use)
+FAMILIES: dict[str, str] = {
+    "qwen35": "gguf_mtp.train.heads:QWEN35",
+    "qwen35moe": "gguf_mtp.train.heads_qwen_moe:QWEN_MOE",
+    "qwen3next": "gguf_mtp.train.heads_qwen_moe:QWEN_MOE",
+    "deepseek2": "gguf_mtp.train.heads_nextn:NEXTN",
+    "glm4moe": "gguf_mtp.train.heads_nextn:NEXTN",
+    "llama": "gguf_mtp.train.heads_dense:DENSE",
+    "qwen2": "gguf_mtp.train.heads_dense:DENSE",
+    "qwen3": "gguf_mtp.train.heads_dense:DENSE",
+}
+SUPPORTED_ARCHS = tuple(FAMILIES)
 
 
-class HeadsError(ValueError):
-    pass
+def family_for(arch: str) -> HeadsFamily:
+    try:
+        module, attr = FAMILIES[arch].split(":")
+    except KeyError:
+        raise HeadsError(f"GGUF architecture {arch!r}: PyTorch heads are implemented for "
+                         f"{', '.join(SUPPORTED_ARCHS)}") from None
+    return getattr(importlib.import_module(module), attr)
 
+
+# -- Qwen3.5 ----------------------------------------------------------------------
 
 def is_norm(checkpoint_name: str) -> bool:
     """Qwen3.5 RMSNorm weights: stored in the GGUF as 1 + w."""
@@ -76,7 +114,7 @@ def is_norm(checkpoint_name: str) -> bool:
 
 
 def name_map(n_trunk: int, n_heads: int) -> dict[str, str]:
-    """GGUF tensor name -> checkpoint name (``mtp.*``) for the MTP block."""
+    """Qwen3.5: GGUF tensor name -> checkpoint name (``mtp.*``) for the MTP block."""
     out = {f"blk.{n_trunk}.{g}": f"mtp.{c}" for g, c in _SHARED.items()}
     for i in range(n_heads):
         out.update({f"blk.{n_trunk + i}.{g}": f"mtp.layers.{i}.{c}" for g, c in _LAYER.items()})
@@ -84,86 +122,104 @@ def name_map(n_trunk: int, n_heads: int) -> dict[str, str]:
 
 
 def from_gguf_tensor(checkpoint_name: str, array: np.ndarray) -> np.ndarray:
-    """The converter's transform, inverted (GGUF values -> checkpoint values)."""
+    """Qwen3.5: the converter's transform, inverted (GGUF values -> checkpoint values)."""
     a = np.asarray(array, dtype=np.float32)
     return a - np.float32(1.0) if is_norm(checkpoint_name) else a
 
 
 def to_gguf_tensor(checkpoint_name: str, array: np.ndarray) -> np.ndarray:
-    """The converter's transform (checkpoint values -> GGUF values)."""
+    """Qwen3.5: the converter's transform (checkpoint values -> GGUF values)."""
     a = np.asarray(array, dtype=np.float32)
     return a + np.float32(1.0) if is_norm(checkpoint_name) else a
 
 
-@dataclass
-class GGUFLayout:
-    arch: str
-    n_trunk: int
-    n_heads: int
-    config: dict                      # Qwen3_5TextConfig kwargs
-    tied: bool
-    tensor_types: dict[str, str] = field(default_factory=dict)   # MTP GGUF tensor -> ggml type name
-
-
-def _field(reader, key, default=None):
-    f = reader.fields.get(key)
-    if f is None:
-        return default
-    v = f.contents()
-    return v
-
-
-def read_layout(reader) -> GGUFLayout:
-    """Architecture, depths and the Hugging Face text config of a target GGUF."""
-    arch = _field(reader, "general.architecture")
-    if arch not in SUPPORTED_ARCHS:
-        raise HeadsError(f"GGUF architecture {arch!r}: PyTorch heads are implemented for "
-                         f"{', '.join(SUPPORTED_ARCHS)}")
-    n_heads = int(_field(reader, f"{arch}.nextn_predict_layers", 0) or 0)
-    if n_heads == 0:
-        raise HeadsError(f"the GGUF carries no MTP layers ({arch}.nextn_predict_layers is 0)")
-    n_blocks = int(_field(reader, f"{arch}.block_count"))
-    n_trunk = n_blocks - n_heads
-    tensors = {t.name: t for t in reader.tensors}
-    vocab, hidden = (int(x) for x in reversed(tensors["token_embd.weight"].shape.tolist()))
-    key_len = int(_field(reader, f"{arch}.attention.key_length"))
-    rope_dims = int(_field(reader, f"{arch}.rope.dimension_count", key_len))
+def _qwen35_config(view: GGUFView, n_trunk: int, n_heads: int) -> dict:
+    """``Qwen3_5TextConfig`` kwargs."""
+    n_blocks = n_trunk + n_heads
+    vocab, hidden = (int(x) for x in reversed(view.tensors["token_embd.weight"].shape.tolist()))
+    key_len = int(view.need("attention.key_length"))
+    rope_dims = int(view.kv("rope.dimension_count", key_len))
     # the converter pads transformers' three M-RoPE sections (t, h, w) with a 0 to four
-    sections = [int(x) for x in (_field(reader, f"{arch}.rope.dimension_sections") or [])][:3]
-    recurrent = _field(reader, f"{arch}.attention.recurrent_layers") or [False] * n_blocks
-    rope = {"rope_type": "default", "rope_theta": float(_field(reader, f"{arch}.rope.freq_base", 10000.0)),
+    sections = [int(x) for x in (view.kv("rope.dimension_sections") or [])][:3]
+    recurrent = view.kv("attention.recurrent_layers") or [False] * n_blocks
+    rope = {"rope_type": "default", "rope_theta": float(view.kv("rope.freq_base", 10000.0)),
             "partial_rotary_factor": rope_dims / key_len, "mrope_interleaved": True}
     if sections:
         rope["mrope_section"] = sections
-    config = {
+    return {
         "vocab_size": vocab,
         "hidden_size": hidden,
-        "intermediate_size": int(_field(reader, f"{arch}.feed_forward_length")),
+        "intermediate_size": int(view.need("feed_forward_length")),
         "num_hidden_layers": n_trunk,
         "layer_types": ["linear_attention" if r else "full_attention" for r in list(recurrent)[:n_trunk]],
-        "num_attention_heads": int(_field(reader, f"{arch}.attention.head_count")),
-        "num_key_value_heads": int(_field(reader, f"{arch}.attention.head_count_kv")),
+        "num_attention_heads": int(view.need("attention.head_count")),
+        "num_key_value_heads": int(view.need("attention.head_count_kv")),
         "head_dim": key_len,
-        "rms_norm_eps": float(_field(reader, f"{arch}.attention.layer_norm_rms_epsilon")),
+        "rms_norm_eps": float(view.need("attention.layer_norm_rms_epsilon")),
         "rope_parameters": rope,
         "mtp_num_hidden_layers": n_heads,
-        "tie_word_embeddings": "output.weight" not in tensors,
+        "tie_word_embeddings": "output.weight" not in view.tensors,
         "attention_bias": False,
     }
-    names = name_map(n_trunk, n_heads)
-    missing = [g for g in names if g not in tensors]
+
+
+def _qwen35_rules(layout: GGUFLayout) -> list[TensorRule]:
+    return [(plus_one_norm if is_norm(c) else plain)(c.removeprefix("mtp."), g)
+            for g, c in name_map(layout.n_trunk, layout.n_heads).items()]
+
+
+def _qwen35_build(layout: GGUFLayout, view: GGUFView, state: dict) -> nn.Module:
+    from ..reference import Qwen35MTP
+
+    full = {f"mtp.{k}": v for k, v in state.items()}
+    full["model.embed_tokens.weight"] = torch.from_numpy(view.array("token_embd.weight"))
+    if not layout.tied:
+        full["lm_head.weight"] = torch.from_numpy(view.array("output.weight"))
+    module = Qwen35MTP.from_state_dict(layout.config, full)
+    freeze_shared(module)
+    return module
+
+
+QWEN35 = HeadsFamily(archs=("qwen35",), config=_qwen35_config, rules=_qwen35_rules, build=_qwen35_build)
+
+
+# -- any architecture ---------------------------------------------------------------
+
+def _block_of(name: str) -> int | None:
+    parts = name.split(".", 2)
+    return int(parts[1]) if parts[0] == "blk" and len(parts) > 2 and parts[1].isdecimal() else None
+
+
+def read_layout(reader) -> GGUFLayout:
+    """Architecture, depths and the transformers config of a target GGUF's MTP block."""
+    view = GGUFView.of(reader)
+    family = family_for(view.arch)
+    n_heads = int(view.kv("nextn_predict_layers", 0) or 0)
+    if n_heads == 0:
+        raise HeadsError(f"the GGUF carries no MTP layers ({view.arch}.nextn_predict_layers is 0)")
+    n_trunk = int(view.need("block_count")) - n_heads
+    config = family.config(view, n_trunk, n_heads)
+    types = {name: t.tensor_type.name for name, t in view.tensors.items()
+             if _block_of(name) is not None and _block_of(name) >= n_trunk}
+    layout = GGUFLayout(view.arch, n_trunk, n_heads, config, bool(config["tie_word_embeddings"]), types)
+    missing = sorted({g for r in family.rules(layout) for g in r.gguf if g not in view.tensors})
     if missing:
         raise HeadsError(f"the GGUF lacks MTP tensors {missing}")
-    types = {g: tensors[g].tensor_type.name for g in names}
-    return GGUFLayout(arch, n_trunk, n_heads, config, config["tie_word_embeddings"], types)
+    return layout
+
+
+def rules(layout: GGUFLayout) -> list[TensorRule]:
+    """The trainable tensors of ``layout``'s MTP block and how each is stored."""
+    return family_for(layout.arch).rules(layout)
+
+
+def state_names(layout: GGUFLayout) -> set[str]:
+    """Names of a heads directory's tensors (``mtp.<state name>``)."""
+    return {f"mtp.{r.state}" for r in rules(layout)}
 
 
 def _dequant(t) -> np.ndarray:
-    from gguf.quants import dequantize
-
-    a = dequantize(t.data, t.tensor_type)
-    shape = tuple(int(x) for x in reversed(t.shape.tolist()))
-    return np.array(a, dtype=np.float32).reshape(shape)  # a copy: the reader maps the file read-only
+    return dequant(t)
 
 
 @dataclass
@@ -175,7 +231,7 @@ class LoadedHeads:
     source: Path
 
     def state(self) -> dict[str, torch.Tensor]:
-        """The trainable MTP tensors under checkpoint names (``mtp.*``)."""
+        """The trainable MTP tensors under heads-directory names (``mtp.*``)."""
         return {f"mtp.{k}": v for k, v in self.module.mtp_state_dict().items()}
 
 
@@ -183,20 +239,29 @@ def load_heads(gguf_path: str | Path, dtype: torch.dtype = torch.float32) -> Loa
     """Build the PyTorch MTP module from a target GGUF (any tensor types gguf-py dequantizes)."""
     from gguf import GGUFReader
 
-    from ..reference import Qwen35MTP
-
     path = Path(gguf_path)
     reader = GGUFReader(str(path))
     layout = read_layout(reader)
-    tensors = {t.name: t for t in reader.tensors}
-    state = {"model.embed_tokens.weight": torch.from_numpy(_dequant(tensors["token_embd.weight"]))}
-    if not layout.tied:
-        state["lm_head.weight"] = torch.from_numpy(_dequant(tensors["output.weight"]))
-    for g, c in name_map(layout.n_trunk, layout.n_heads).items():
-        state[c] = torch.from_numpy(from_gguf_tensor(c, _dequant(tensors[g])))
-    module = Qwen35MTP.from_state_dict(layout.config, state, dtype=dtype)
-    freeze_shared(module)
+    view = GGUFView.of(reader)
+    state = {}
+    for r in rules(layout):
+        a = r.load([view.array(g) for g in r.gguf])
+        state[r.state] = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    module = family_for(layout.arch).build(layout, view, state).to(dtype)
     return LoadedHeads(module, layout, path)
+
+
+def to_gguf_arrays(layout: GGUFLayout, state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """A heads directory's tensors (``mtp.*``) as the GGUF tensors they are
+    stored as (the converter's transforms applied), float32."""
+    out = {}
+    for r in rules(layout):
+        name = f"mtp.{r.state}"
+        if name not in state:
+            raise HeadsError(f"the heads have no tensor {name} (for {', '.join(r.gguf)})")
+        arrays = r.store(np.ascontiguousarray(state[name].detach().float().cpu().numpy()))
+        out.update({g: np.asarray(a, dtype=np.float32) for g, a in zip(r.gguf, arrays)})
+    return out
 
 
 def freeze_shared(module: nn.Module) -> None:
@@ -213,7 +278,7 @@ def save_heads(out_dir: str | Path, state: dict[str, torch.Tensor], layout: GGUF
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in state.items()}
-    expected = set(name_map(layout.n_trunk, layout.n_heads).values())
+    expected = state_names(layout)
     if set(tensors) != expected:
         raise HeadsError(f"heads state mismatch: missing {sorted(expected - set(tensors))}, "
                          f"unexpected {sorted(set(tensors) - expected)}")
@@ -234,5 +299,6 @@ def read_heads_dir(heads_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict
     return load_file(str(d / HEADS_FILE)), json.loads((d / HEADS_META).read_text())
 
 
-__all__ = ["GGUFLayout", "HeadsError", "LoadedHeads", "freeze_shared", "from_gguf_tensor", "load_heads",
-           "name_map", "read_heads_dir", "read_layout", "save_heads", "to_gguf_tensor"]
+__all__ = ["FAMILIES", "GGUFLayout", "HeadsError", "LoadedHeads", "MTPHeads", "SUPPORTED_ARCHS", "family_for",
+           "freeze_shared", "from_gguf_tensor", "load_heads", "name_map", "read_heads_dir", "read_layout", "rules",
+           "save_heads", "state_names", "to_gguf_arrays", "to_gguf_tensor"]

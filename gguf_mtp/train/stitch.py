@@ -4,10 +4,14 @@ the target GGUF, without re-converting the trunk.
 Everything but the MTP block is copied from TARGET through
 :mod:`gguf_mtp.gguf_rewrite` (key/values byte for byte, trunk tensors streamed);
 the MTP tensors are replaced by the heads directory's, with the converter's
-transforms re-applied (Qwen3.5 norms stored as 1 + w; see
+transforms re-applied (the architecture's :class:`~gguf_mtp.train.heads_common.TensorRule`
+list: Qwen-family norms stored as 1 + w, experts split into gate / up stacks,
+DeepSeek's kv_b split into k_b / v_b, llama's q / k RoPE permutation; see
 :mod:`gguf_mtp.train.heads`) and quantized with gguf-py
 (``gguf.quants.quantize``) to ``head_type``: by default the type each tensor
 has in TARGET; 1-D tensors (norms) stay F32, as the converter writes them.
+Tensors the heads do not train (the trunk, an MTP layer's own embedding and
+shared head) are copied byte for byte.
 """
 
 from __future__ import annotations
@@ -50,8 +54,10 @@ def encode_tensor(array: np.ndarray, type_name: str) -> tuple[bytes, int, tuple[
 
 def stitch(target: str | Path, heads_dir: str | Path, out: str | Path, *, head_type: str | None = None,
            progress: bool = True) -> StitchResult:
+    from gguf import GGMLQuantizationType, GGUFReader
+
     from ..gguf_rewrite import SourceFile, Tensor, write_gguf
-    from .heads import name_map, read_heads_dir, to_gguf_tensor
+    from .heads import read_heads_dir, read_layout, state_names, to_gguf_arrays
 
     if head_type is not None and head_type not in HEAD_TYPES:
         raise StitchError(f"--head-type {head_type!r}: choose one of {', '.join(HEAD_TYPES)}")
@@ -73,22 +79,26 @@ def stitch(target: str | Path, heads_dir: str | Path, out: str | Path, *, head_t
     if problems:
         raise StitchError("the heads do not belong to TARGET:\n  " + "\n  ".join(problems))
 
-    names = name_map(n_trunk, n_heads)
+    layout = read_layout(GGUFReader(str(src.path)))
+    unexpected = sorted(set(state) - state_names(layout))
+    if unexpected:
+        raise StitchError(f"{heads_dir}: tensors TARGET's heads do not have: {unexpected}")
+    try:
+        arrays = to_gguf_arrays(layout, state)
+    except ValueError as e:
+        raise StitchError(f"{heads_dir}: {e}") from None
+    names = set(arrays)
     by_name = {t.name: t for t in src.tensors()}
-    from gguf import GGMLQuantizationType
 
     tensors, types = [], {}
     for t in src.tensors():
-        if t.name not in names:
+        if t.name not in arrays:
             tensors.append(t)
             continue
-        ck = names[t.name]
-        if ck not in state:
-            raise StitchError(f"{heads_dir}: no tensor {ck} (for {t.name})")
-        array = to_gguf_tensor(ck, state[ck].float().numpy())
+        array = arrays[t.name]
         expected = tuple(reversed(t.shape))
         if tuple(array.shape) != expected:
-            raise StitchError(f"{ck}: shape {tuple(array.shape)}, TARGET's {t.name} is {expected}")
+            raise StitchError(f"{t.name}: the heads give shape {tuple(array.shape)}, TARGET's is {expected}")
         if array.ndim == 1:
             tname = "F32"
         elif head_type is not None:
