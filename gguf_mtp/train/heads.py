@@ -55,7 +55,14 @@ import torch
 from torch import nn
 
 from .heads_common import (
-    GGUFLayout, GGUFView, HeadsError, HeadsFamily, MTPHeads, TensorRule, dequant, plain, plus_one_norm,
+    GGUFLayout,
+    GGUFView,
+    HeadsError,
+    HeadsFamily,
+    MTPHeads,
+    TensorRule,
+    plain,
+    plus_one_norm,
 )
 
 HEADS_FILE = "heads.safetensors"
@@ -136,7 +143,7 @@ def to_gguf_tensor(checkpoint_name: str, array: np.ndarray) -> np.ndarray:
 def _qwen35_config(view: GGUFView, n_trunk: int, n_heads: int) -> dict:
     """``Qwen3_5TextConfig`` kwargs."""
     n_blocks = n_trunk + n_heads
-    vocab, hidden = (int(x) for x in reversed(view.tensors["token_embd.weight"].shape.tolist()))
+    vocab, hidden = view.shape("token_embd.weight")
     key_len = int(view.need("attention.key_length"))
     rope_dims = int(view.kv("rope.dimension_count", key_len))
     # the converter pads transformers' three M-RoPE sections (t, h, w) with a 0 to four
@@ -190,16 +197,16 @@ def _block_of(name: str) -> int | None:
     return int(parts[1]) if parts[0] == "blk" and len(parts) > 2 and parts[1].isdecimal() else None
 
 
-def read_layout(reader) -> GGUFLayout:
+def read_layout(gguf: str | Path | GGUFView) -> GGUFLayout:
     """Architecture, depths and the transformers config of a target GGUF's MTP block."""
-    view = GGUFView.of(reader)
+    view = gguf if isinstance(gguf, GGUFView) else GGUFView.open(gguf)
     family = family_for(view.arch)
     n_heads = int(view.kv("nextn_predict_layers", 0) or 0)
     if n_heads == 0:
         raise HeadsError(f"the GGUF carries no MTP layers ({view.arch}.nextn_predict_layers is 0)")
     n_trunk = int(view.need("block_count")) - n_heads
     config = family.config(view, n_trunk, n_heads)
-    types = {name: t.tensor_type.name for name, t in view.tensors.items()
+    types = {name: t.type_name for name, t in view.tensors.items()
              if _block_of(name) is not None and _block_of(name) >= n_trunk}
     layout = GGUFLayout(view.arch, n_trunk, n_heads, config, bool(config["tie_word_embeddings"]), types)
     missing = sorted({g for r in family.rules(layout) for g in r.gguf if g not in view.tensors})
@@ -218,10 +225,6 @@ def state_names(layout: GGUFLayout) -> set[str]:
     return {f"mtp.{r.state}" for r in rules(layout)}
 
 
-def _dequant(t) -> np.ndarray:
-    return dequant(t)
-
-
 @dataclass
 class LoadedHeads:
     """The PyTorch heads of a GGUF: ``module`` (embedding / LM head frozen)."""
@@ -237,12 +240,9 @@ class LoadedHeads:
 
 def load_heads(gguf_path: str | Path, dtype: torch.dtype = torch.float32) -> LoadedHeads:
     """Build the PyTorch MTP module from a target GGUF (any tensor types gguf-py dequantizes)."""
-    from gguf import GGUFReader
-
     path = Path(gguf_path)
-    reader = GGUFReader(str(path))
-    layout = read_layout(reader)
-    view = GGUFView.of(reader)
+    view = GGUFView.open(path)
+    layout = read_layout(view)
     state = {}
     for r in rules(layout):
         a = r.load([view.array(g) for g in r.gguf])
@@ -299,6 +299,23 @@ def read_heads_dir(heads_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict
     return load_file(str(d / HEADS_FILE)), json.loads((d / HEADS_META).read_text())
 
 
-__all__ = ["FAMILIES", "GGUFLayout", "HeadsError", "LoadedHeads", "MTPHeads", "SUPPORTED_ARCHS", "family_for",
-           "freeze_shared", "from_gguf_tensor", "load_heads", "name_map", "read_heads_dir", "read_layout", "rules",
-           "save_heads", "state_names", "to_gguf_arrays", "to_gguf_tensor"]
+__all__ = [
+    "FAMILIES",
+    "SUPPORTED_ARCHS",
+    "GGUFLayout",
+    "HeadsError",
+    "LoadedHeads",
+    "MTPHeads",
+    "family_for",
+    "freeze_shared",
+    "from_gguf_tensor",
+    "load_heads",
+    "name_map",
+    "read_heads_dir",
+    "read_layout",
+    "rules",
+    "save_heads",
+    "state_names",
+    "to_gguf_arrays",
+    "to_gguf_tensor",
+]

@@ -18,8 +18,9 @@ layer, with the trunk's embedding / LM head (and an MTP layer's own
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -126,38 +127,72 @@ class HeadsFamily:
 
 # -- reading a GGUF -------------------------------------------------------------
 
-def dequant(t) -> np.ndarray:
-    """A GGUF tensor as float32 in PyTorch's axis order (a copy)."""
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor of a GGUF is: shape in PyTorch's axis order, ggml type, byte offset."""
+
+    name: str
+    shape: tuple[int, ...]
+    qtype: object                  # gguf.GGMLQuantizationType
+    path: Path
+    offset: int                    # absolute, in the file
+
+    @property
+    def type_name(self) -> str:
+        return self.qtype.name
+
+
+def dequant(t: TensorInfo) -> np.ndarray:
+    """A GGUF tensor as float32 in PyTorch's axis order (a copy; any type
+    gguf-py dequantizes, ``gguf.quants.dequantize``)."""
+    from gguf import GGML_QUANT_SIZES
     from gguf.quants import dequantize
 
-    a = dequantize(t.data, t.tensor_type)
-    shape = tuple(int(x) for x in reversed(t.shape.tolist()))
-    return np.array(a, dtype=np.float32).reshape(shape)
+    block, size = GGML_QUANT_SIZES[t.qtype]
+    row_bytes = t.shape[-1] // block * size
+    n_rows = int(np.prod(t.shape[:-1], dtype=np.int64)) if len(t.shape) > 1 else 1
+    raw = np.memmap(t.path, dtype=np.uint8, mode="r", offset=t.offset, shape=(n_rows * row_bytes,))
+    a = dequantize(np.asarray(raw).reshape(*t.shape[:-1], row_bytes), t.qtype)
+    return np.array(a, dtype=np.float32).reshape(t.shape)
 
 
 @dataclass
 class GGUFView:
-    """Key/values and tensors of a target GGUF (gguf-py's reader)."""
+    """Key/values and tensor table of a target GGUF, read without decoding the
+    vocabulary (:func:`gguf_mtp.inspect_gguf.read_header`); tensor data is
+    memory-mapped on demand."""
 
-    reader: object
+    path: Path
     arch: str
-    tensors: dict = field(default_factory=dict)
+    fields: dict
+    tensors: dict[str, TensorInfo]
 
     @classmethod
-    def of(cls, reader) -> "GGUFView":
-        f = reader.fields.get("general.architecture")
-        return cls(reader, f.contents() if f is not None else "", {t.name: t for t in reader.tensors})
+    def open(cls, path) -> GGUFView:
+        from gguf import GGMLQuantizationType
+
+        from ..inspect_gguf import read_header
+
+        path = Path(path)
+        h = read_header(path, keep_array=1 << 16)
+        tensors = {n: TensorInfo(n, tuple(int(x) for x in reversed(shape)), GGMLQuantizationType(gtype), path,
+                                 h.data_offset + off) for n, shape, gtype, off in h.tensors}
+        return cls(path, str(h.kv.get("general.architecture", "")), h.kv, tensors)
 
     def kv(self, key: str, default=None):
         """``<arch>.key`` (or a full ``general.*`` key)."""
-        f = self.reader.fields.get(key if key.startswith("general.") else f"{self.arch}.{key}")
-        return default if f is None else f.contents()
+        v = self.fields.get(key if key.startswith("general.") else f"{self.arch}.{key}")
+        return default if v is None else v
 
     def need(self, key: str):
         v = self.kv(key)
         if v is None:
             raise HeadsError(f"the GGUF lacks {self.arch}.{key}")
         return v
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """PyTorch-order shape of a tensor."""
+        return self.tensors[name].shape
 
     def array(self, name: str) -> np.ndarray:
         return dequant(self.tensors[name])
@@ -308,6 +343,24 @@ def dense_ffn_rules(layout: GGUFLayout, i: int) -> list[TensorRule]:
     return [plain(f"{p}{w}_proj.weight", f"{b}ffn_{w}.weight") for w in ("gate", "up", "down")]
 
 
-__all__ = ["APPENDED_FUSION_NAMES", "appended_fusion_rules", "build_appended", "dense_ffn_rules", "expert_rules",
-           "GGUFLayout", "GGUFView", "HeadsError", "HeadsFamily", "MTPHeads", "TensorRule", "dequant", "module_names", "plain",
-           "plus_one_norm", "rope_permuted", "shared_embed_and_head", "stacked_gate_up"]
+__all__ = [
+    "APPENDED_FUSION_NAMES",
+    "GGUFLayout",
+    "GGUFView",
+    "HeadsError",
+    "HeadsFamily",
+    "MTPHeads",
+    "TensorInfo",
+    "TensorRule",
+    "appended_fusion_rules",
+    "build_appended",
+    "dense_ffn_rules",
+    "dequant",
+    "expert_rules",
+    "module_names",
+    "plain",
+    "plus_one_norm",
+    "rope_permuted",
+    "shared_embed_and_head",
+    "stacked_gate_up",
+]

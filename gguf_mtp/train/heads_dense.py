@@ -44,8 +44,16 @@ import importlib
 import numpy as np
 
 from .heads_common import (
-    GGUFLayout, GGUFView, HeadsError, HeadsFamily, TensorRule, appended_fusion_rules, build_appended,
-    dense_ffn_rules, plain, rope_permuted,
+    GGUFLayout,
+    GGUFView,
+    HeadsError,
+    HeadsFamily,
+    TensorRule,
+    appended_fusion_rules,
+    build_appended,
+    dense_ffn_rules,
+    plain,
+    rope_permuted,
 )
 
 _CLASSES = {"llama": ("llama", "Llama"), "qwen2": ("qwen2", "Qwen2"), "qwen3": ("qwen3", "Qwen3")}
@@ -63,8 +71,7 @@ def config(view: GGUFView, n_trunk: int, n_heads: int) -> dict:
     if scaling not in (None, "none") or "rope_freqs.weight" in view.tensors:
         raise HeadsError(f"{view.arch}: RoPE scaling ({scaling or 'rope_freqs'}) is not implemented for the "
                          "PyTorch heads")
-    embd = view.tensors["token_embd.weight"]
-    vocab, hidden = (int(x) for x in reversed(embd.shape.tolist()))
+    vocab, hidden = view.shape("token_embd.weight")
     n_head = int(view.need("attention.head_count"))
     key_len = int(view.kv("attention.key_length", hidden // n_head))
     b = f"blk.{n_trunk}."

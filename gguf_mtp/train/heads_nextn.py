@@ -49,8 +49,16 @@ import importlib
 import numpy as np
 
 from .heads_common import (
-    GGUFLayout, GGUFView, HeadsError, HeadsFamily, TensorRule, appended_fusion_rules, build_appended,
-    dense_ffn_rules, expert_rules, plain,
+    GGUFLayout,
+    GGUFView,
+    HeadsError,
+    HeadsFamily,
+    TensorRule,
+    appended_fusion_rules,
+    build_appended,
+    dense_ffn_rules,
+    expert_rules,
+    plain,
 )
 
 _CLASSES = {"deepseek2": ("deepseek_v3", "DeepseekV3"), "glm4moe": ("glm4_moe", "Glm4Moe")}
@@ -81,8 +89,7 @@ def _moe_config(view: GGUFView) -> dict:
 
 
 def config(view: GGUFView, n_trunk: int, n_heads: int) -> dict:
-    embd = view.tensors["token_embd.weight"]
-    vocab, hidden = (int(x) for x in reversed(embd.shape.tolist()))
+    vocab, hidden = view.shape("token_embd.weight")
     cfg = {
         "vocab_size": vocab,
         "hidden_size": hidden,

@@ -42,8 +42,16 @@ import importlib
 from torch import nn
 
 from .heads_common import (
-    GGUFLayout, GGUFView, HeadsFamily, MTPHeads, TensorRule, module_names, plain, plus_one_norm,
-    shared_embed_and_head, stacked_gate_up,
+    GGUFLayout,
+    GGUFView,
+    HeadsFamily,
+    MTPHeads,
+    TensorRule,
+    module_names,
+    plain,
+    plus_one_norm,
+    shared_embed_and_head,
+    stacked_gate_up,
 )
 
 #: GGUF arch -> (transformers module, class-name prefix, config class, rotary class)
@@ -90,8 +98,7 @@ def config(view: GGUFView, n_trunk: int, n_heads: int) -> dict:
     """transformers config kwargs of the MTP decoder layers (full attention)."""
     key_len = int(view.need("attention.key_length"))
     rope_dims = int(view.kv("rope.dimension_count", key_len))
-    embd = view.tensors["token_embd.weight"]
-    vocab, hidden = (int(x) for x in reversed(embd.shape.tolist()))
+    vocab, hidden = view.shape("token_embd.weight")
     n_v_heads = int(view.kv("ssm.time_step_rank", 1))
     cfg = {
         "vocab_size": vocab,

@@ -54,7 +54,7 @@ def encode_tensor(array: np.ndarray, type_name: str) -> tuple[bytes, int, tuple[
 
 def stitch(target: str | Path, heads_dir: str | Path, out: str | Path, *, head_type: str | None = None,
            progress: bool = True) -> StitchResult:
-    from gguf import GGMLQuantizationType, GGUFReader
+    from gguf import GGMLQuantizationType
 
     from ..gguf_rewrite import SourceFile, Tensor, write_gguf
     from .heads import read_heads_dir, read_layout, state_names, to_gguf_arrays
@@ -79,7 +79,7 @@ def stitch(target: str | Path, heads_dir: str | Path, out: str | Path, *, head_t
     if problems:
         raise StitchError("the heads do not belong to TARGET:\n  " + "\n  ".join(problems))
 
-    layout = read_layout(GGUFReader(str(src.path)))
+    layout = read_layout(src.path)
     unexpected = sorted(set(state) - state_names(layout))
     if unexpected:
         raise StitchError(f"{heads_dir}: tensors TARGET's heads do not have: {unexpected}")
