@@ -9,6 +9,9 @@ from pathlib import Path
 
 _BLK = re.compile(r"^blk\.(\d+)\.")
 
+#: metadata key of a compressed draft vocabulary (int32 token ids, most frequent first)
+DRAFT_VOCAB_KEY = "gguf_mtp.draft_vocab"
+
 
 @dataclass
 class TensorInfo:
@@ -145,6 +148,28 @@ def tensor_data(path: str | Path, header: GGUFHeader, name: str) -> bytes:
     raise KeyError(f"{path}: no tensor {name}")
 
 
+def read_int_array(path: str | Path, key: str, header: GGUFHeader | None = None):
+    """An integer array value (any length) as a numpy array, or None if absent."""
+    import struct
+
+    import numpy as np
+
+    h = header or read_header(path)
+    if key not in h.kv_spans:
+        return None
+    vtype, start, end = h.kv_spans[key]
+    with open(path, "rb") as f:
+        f.seek(start)
+        raw = f.read(end - start)
+    at = 8 + len(key.encode()) + 4                   # past the key and the value type
+    if vtype != _ARRAY:
+        raise ValueError(f"{path}: {key} is not an array")
+    etype, n = struct.unpack_from("<IQ", raw, at)
+    if etype not in _SCALARS or _SCALARS[etype][1] not in "bBhHiIqQ":
+        raise ValueError(f"{path}: {key} is not an integer array")
+    return np.frombuffer(raw, _SCALARS[etype], count=n, offset=at + 12).astype(np.int64)
+
+
 def read_summary(path: str | Path) -> GGUFSummary:
     import gguf
 
@@ -165,6 +190,9 @@ def read_summary(path: str | Path) -> GGUFSummary:
         "vocab_size": len(tokens) if isinstance(tokens, list) else (int(tokens) if tokens is not None else None),
         "general.file_type": h.kv.get("general.file_type"),
     }
+    if DRAFT_VOCAB_KEY in h.kv:
+        meta["draft_vocab_size"] = int(h.kv[DRAFT_VOCAB_KEY]) if not isinstance(h.kv[DRAFT_VOCAB_KEY], list) \
+            else len(h.kv[DRAFT_VOCAB_KEY])
     heads = {b: HeadInfo("mtp", b - n_trunk, b) for b in range(n_trunk, n_blocks)}
     trunk_types: dict[str, int] = {}
     total = 0

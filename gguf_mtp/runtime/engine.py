@@ -112,6 +112,12 @@ class Engine:
         self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
         self.n_embd = L.llama_model_n_embd(self.model)
         self.n_nextn = L.llama_model_n_layer_nextn(self.model)
+        #: compressed draft vocabulary (token ids) the MTP head drafts over, or None
+        self.draft_vocab = None
+        if self.n_nextn and opts.load_mtp:
+            from ..inspect_gguf import DRAFT_VOCAB_KEY, read_int_array
+
+            self.draft_vocab = read_int_array(self.path, DRAFT_VOCAB_KEY)
         threads = opts.n_threads or os.cpu_count() or 1
 
         cparams = self._context_params(threads)
@@ -274,7 +280,15 @@ class Engine:
         self.P.llama_mtp_set_nextn_layer_offset(self.mtp_ctx, head)
 
     def mtp_logits(self, i: int) -> np.ndarray:
-        return self._logits(self.mtp_ctx, i, "MTP")
+        """The MTP head's logits over the full vocabulary. With a compressed draft
+        vocabulary the graph computes only its N logits (first in the row); the
+        other tokens get -inf, so they are never drafted."""
+        row = self._logits(self.mtp_ctx, i, "MTP")
+        if self.draft_vocab is None:
+            return row
+        full = np.full(self.n_vocab, -np.inf, dtype=np.float32)
+        full[self.draft_vocab] = row[:len(self.draft_vocab)]
+        return full
 
     def mtp_hidden(self, i: int) -> np.ndarray:
         return self._hidden(self.mtp_ctx, i, "MTP").copy()

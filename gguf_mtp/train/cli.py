@@ -124,4 +124,33 @@ def stitch_cmd(target, heads, out, head_type, as_json, quiet):
         click.echo(f"{r.path}: {len(r.replaced)} MTP tensors replaced (matrices at {', '.join(kinds)})")
 
 
-COMMANDS = (distill_data, finetune_cmd, stitch_cmd)
+@click.command("compress-vocab")
+@click.argument("target", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=str))
+@click.option("-N", "--size", type=int, required=True,
+              help="Tokens in the draft vocabulary (e.g. 4096 or 16384; the full vocabulary is 151,936 "
+                   "for Qwen).")
+@click.option("--responses-only", is_flag=True, help="Count only response tokens, not the prompts.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def compress_vocab_cmd(target, data, out, size, responses_only, quiet):
+    """Let the MTP head of TARGET draft over the SIZE most frequent tokens of
+    self-distilled DATA (from 'gguf-mtp distill-data'), writing OUT.
+
+    Each draft step then computes SIZE logits instead of the whole vocabulary
+    (the LM head dominates a small model's draft step). Verification stays
+    over the full vocabulary, so output is unchanged; only tokens outside the
+    set can no longer be drafted. The rows are copied from TARGET's head at
+    their stored type; the token ids go into the key gguf_mtp.draft_vocab.
+    Running it on an already compressed file replaces the set."""
+    from .vocab import VocabError, compress_vocab
+
+    try:
+        r = compress_vocab(target, data, out, size, responses_only=responses_only, progress=not quiet)
+    except (VocabError, FileNotFoundError) as e:
+        raise click.ClickException(str(e))
+    click.echo(f"{r.path}: draft vocabulary of {r.size} tokens covering {r.coverage:.1%} of the data's tokens "
+               f"(MTP blocks {', '.join(map(str, r.blocks))})")
+
+
+COMMANDS = (distill_data, finetune_cmd, stitch_cmd, compress_vocab_cmd)
