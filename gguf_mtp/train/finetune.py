@@ -183,7 +183,7 @@ def mtp_losses(module, batch: dict[str, torch.Tensor], cfg: FinetuneConfig) -> t
     x, h, valid = batch["tokens"], batch["hidden"], batch["valid"]
     use = valid & batch["response"] if cfg.response_only else valid
     T = x.shape[1]
-    n_layers = len(module.layers)
+    n_layers = len(getattr(module, "module", module).layers)   # DistributedDataParallel wraps it
     alphas = step_weights(cfg.n_predict, cfg.beta)
     total = x.new_zeros((), dtype=torch.float32)
     metrics = {"ce": [], "kl": [], "acc": [], "n": []}
