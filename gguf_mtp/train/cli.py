@@ -108,7 +108,8 @@ def finetune_cmd(data, target, out, method, steps, n_predict, beta, kl_weight, b
 def stitch_cmd(target, heads, out, head_type, as_json, quiet):
     """Write trained HEADS (a finetune output directory) into TARGET as OUT,
     without re-converting the trunk: key/values and trunk tensors are copied,
-    the MTP tensors replaced (norms stored as 1 + w again, matrices quantized to
+    the MTP tensors replaced (the converter's transforms applied again, e.g.
+    Qwen's 1 + w norms or DeepSeek's kv_b split; matrices quantized to
     --head-type)."""
     from .heads import HeadsError
     from .stitch import StitchError, stitch
