@@ -116,10 +116,10 @@ class MTPDrafter(Drafter):
         self.catch_tokens: list[int] = []
         self.catch_hidden: list[np.ndarray] = []
 
-    def _draft_token(self, logits, context, drafts, params, rng, qs) -> int:
+    def _draft_token(self, eng, row, context, drafts, params, rng, qs) -> int:
         if params.greedy:
-            return int(np.argmax(logits))
-        q = target_distribution(logits, context + drafts, params)
+            return eng.mtp_argmax(row)
+        q = target_distribution(eng.mtp_logits(row), context + drafts, params)
         qs.append(q)
         return sample_from(q, rng)
 
@@ -139,7 +139,7 @@ class MTPDrafter(Drafter):
                 eng.mtp_set_head(i % heads)
                 eng.mtp_decode(toks, np.stack(hid), p0, [False] * (len(toks) - 1) + [True])
                 row = len(toks) - 1
-            d = self._draft_token(eng.mtp_logits(row), context, drafts, params, rng, qs)
+            d = self._draft_token(eng, row, context, drafts, params, rng, qs)
             drafts.append(d)
             if i + 1 < k:
                 h = eng.mtp_hidden(row)

@@ -290,6 +290,13 @@ class Engine:
         full[self.draft_vocab] = row[:len(self.draft_vocab)]
         return full
 
+    def mtp_argmax(self, i: int) -> int:
+        """The MTP head's most likely token (over the draft vocabulary if compressed)."""
+        row = self._logits(self.mtp_ctx, i, "MTP")
+        if self.draft_vocab is None:
+            return int(np.argmax(row))
+        return int(self.draft_vocab[int(np.argmax(row[:len(self.draft_vocab)]))])
+
     def mtp_hidden(self, i: int) -> np.ndarray:
         return self._hidden(self.mtp_ctx, i, "MTP").copy()
 
