@@ -204,7 +204,10 @@ def _run_build(cmd: list[str], env: dict, log_path: Path, show_progress: bool) -
     if bar is not None:
         bar.close()
     if rc != 0:
-        tail = "".join(log_path.read_text().splitlines(keepends=True)[-40:])
+        lines = log_path.read_text(errors="replace").splitlines(keepends=True)
+        # the compiler's own errors first: pip's closing lines alone say "No available output"
+        errors = [ln for ln in lines if ": error:" in ln or "CMake Error" in ln]
+        tail = "".join(errors[:20]) + "...\n" + "".join(lines[-15:])
         raise BuildError(f"building the runtime failed (full log: {log_path}):\n{tail}")
 
 
