@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from gguf_mtp.checkpoints import load_qwen35_checkpoint
+from gguf_mtp.mtp_module import causal_mask, mtp_inputs  # noqa: F401  (re-exported)
 
 
 def _qwen35_modules():
@@ -53,13 +54,6 @@ def _mtp_layer_config(config, n_layers: int):
     layer_config.layer_types = ["full_attention"] * n_layers
     layer_config._attn_implementation = "eager"
     return layer_config
-
-
-def causal_mask(length: int, dtype: torch.dtype, device=None) -> torch.Tensor:
-    """Additive causal mask ``[1, 1, T, T]``: 0 on and below the diagonal."""
-    blocked = torch.ones(length, length, dtype=torch.bool, device=device).triu(1)
-    mask = torch.zeros(length, length, dtype=dtype, device=device)
-    return mask.masked_fill(blocked, torch.finfo(dtype).min)[None, None]
 
 
 class Qwen35MTP(nn.Module):
@@ -170,23 +164,6 @@ class Qwen35MTP(nn.Module):
         )
         h_next = self.norm(x)
         return self.lm_head(h_next), h_next
-
-
-def mtp_inputs(input_ids: torch.Tensor, trunk_hidden: torch.Tensor,
-               first_hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """MTP inputs for a whole sequence from the trunk's outputs on it.
-
-    Row ``p`` gets token ``x_p`` and ``h_{p-1}``; row 0 gets ``first_hidden``
-    (default zeros: what the upstream draft-mtp driver pairs the first prompt
-    token with, its ``pending_h`` starts zeroed, and hnorm(0) = 0). Returns
-    ``(input_ids, hidden, position_ids)`` for :meth:`Qwen35MTP.forward`.
-    """
-    batch, length = input_ids.shape
-    if first_hidden is None:
-        first_hidden = trunk_hidden.new_zeros(batch, 1, trunk_hidden.shape[-1])
-    hidden = torch.cat([first_hidden.reshape(batch, 1, -1), trunk_hidden[:, :-1]], dim=1)
-    positions = torch.arange(length, device=input_ids.device).expand(batch, length)
-    return input_ids, hidden, positions
 
 
 def load_trunk(model_dir: Path, dtype: torch.dtype = torch.float32):
