@@ -154,4 +154,47 @@ def compress_vocab_cmd(target, data, out, size, responses_only, quiet):
                f"(MTP blocks {', '.join(map(str, r.blocks))})")
 
 
-COMMANDS = (distill_data, finetune_cmd, stitch_cmd, compress_vocab_cmd)
+@click.command("retrofit")
+@click.argument("target", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--steps", type=int, default=300, show_default=True, help="FastMTP optimizer steps.")
+@click.option("--prompts", default=None, type=click.Path(exists=True, path_type=str),
+              help="Prompt file (.jsonl / .txt) or directory (default: the prompt set shipped with gguf-mtp).")
+@click.option("--max-prompts", type=int, default=256, show_default=True, help="Distill the first N prompts.")
+@click.option("-n", "--max-tokens", type=int, default=128, show_default=True, help="Response tokens per prompt.")
+@click.option("--lr", type=float, default=3e-4, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Windows per step.")
+@click.option("--seq-len", type=int, default=128, show_default=True, help="Window length in tokens.")
+@click.option("--head-type", type=click.Choice(["f32", "f16", "bf16", "q8_0", "q5_0", "q5_1", "q4_0", "q4_1"]),
+              default="q8_0", show_default=True,
+              help="Type of the MTP block's matrices (F16 where a row does not fit the type's blocks).")
+@click.option("--work", default=None, type=click.Path(file_okay=False, path_type=str),
+              help="Keep the stages here (init.gguf, data/, heads/); rerunning reuses finished stages. "
+                   "Default: a temporary directory, removed at the end.")
+@click.option("-t", "--threads", type=int, default=None, help="CPU threads for distilling (default: all cores).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def retrofit_cmd(target, out, steps, prompts, max_prompts, max_tokens, lr, batch_size, seq_len, head_type, work,
+                 threads, quiet):
+    """Give a dense llama / qwen2 / qwen3 GGUF without MTP layers a trained
+    MTP head, writing OUT. TARGET's trunk is copied unchanged; one MTP block
+    is appended (initialised from the trunk's last layer), trained with
+    FastMTP on TARGET's own answers (distill-data at its quantization) and
+    stitched in. Stages: init -> distill-data -> finetune -> stitch."""
+    from .heads import HeadsError
+    from .retrofit import RetrofitConfig, RetrofitError, retrofit
+    from .stitch import StitchError
+
+    cfg = RetrofitConfig(target=target, out=out, work=work, prompts=prompts, max_prompts=max_prompts,
+                         max_tokens=max_tokens, steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len,
+                         head_type=head_type, n_threads=threads, progress=not quiet)
+    try:
+        r = retrofit(cfg)
+    except (RetrofitError, HeadsError, StitchError, ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e))
+    acc = "/".join(f"{a:.3f}" for a in r.last.get("acc", []))
+    reused = f"; reused {', '.join(r.reused)}" if r.reused else ""
+    click.echo(f"{r.path}: MTP block trained on {r.n_sequences} sequences ({r.n_tokens} tokens), {r.steps} steps, "
+               f"last accuracy per step {acc or 'n/a'}{reused}")
+
+
+COMMANDS = (distill_data, finetune_cmd, stitch_cmd, compress_vocab_cmd, retrofit_cmd)

@@ -1,0 +1,305 @@
+"""``gguf-mtp retrofit TARGET.gguf OUT.gguf``: MTP heads for a dense model
+that has none (llama / qwen2 / qwen3: SmolLM2, Llama, Qwen2.5, Qwen3).
+
+Four stages, each kept in a work directory so a rerun reuses the finished
+ones:
+
+1. **init** (``WORK/init.gguf``): TARGET plus one DeepSeek-style MTP block
+   ``blk.N`` (gguf-mtp's dense layout, :mod:`gguf_mtp.archs.dense`), written
+   through :mod:`gguf_mtp.gguf_rewrite`: the trunk's tensors and key/values
+   are copied byte for byte, ``<arch>.block_count`` grows by one and
+   ``<arch>.nextn_predict_layers`` becomes 1. See :func:`initial_block`.
+2. **distill** (``WORK/data``): :func:`gguf_mtp.train.distill.distill` on
+   ``init.gguf``. The trunk is untouched, so this is TARGET as it runs, at its
+   own quantization; the MTP block is there only because the runtime exports
+   the trunk's hidden rows while an MTP context is attached.
+3. **finetune** (``WORK/heads``): FastMTP (:mod:`gguf_mtp.train.finetune`)
+   on that data, starting from the initial block; checkpoints let an
+   interrupted run resume.
+4. **stitch**: the trained block into ``init.gguf``, written as OUT (each MTP
+   matrix at the type the init stage gave it).
+
+The initial block
+-----------------
+The block should start as something a few hundred steps can turn into a
+drafter, and close to "one more trunk layer applied to the hidden state":
+
+* the decoder layer (attention, FFN, their norms, qwen2's biases, qwen3's q/k
+  norms) is a copy of the trunk's LAST layer, dequantized and re-encoded at
+  ``head_type`` (q8_0 by default; F16 for a matrix whose rows do not split
+  into q8_0's 32-value blocks; norms and biases F32);
+* ``eh_proj = [0 | I]`` on the ``[enorm(embedding); hnorm(hidden)]`` input:
+  the block starts from the hidden state alone. A zero embedding half still
+  gets gradients (the output depends on it linearly), so training learns
+  how much of token t+1's embedding to mix in; starting from an average of
+  both halves would instead put an untrained mixture in front of a layer that
+  has only ever seen trunk states;
+* ``hnorm = 1 / output_norm`` (1 where ``|output_norm| < 1e-3``): the hidden
+  state the runtime exports is ``output_norm(x)``, i.e. the trunk's residual
+  ``x`` normalised and scaled per channel by ``output_norm``'s weight;
+  dividing that weight out again gives the copied layer the direction of
+  ``x`` itself, the input it was trained on (up to a scale its own
+  ``attn_norm`` removes);
+* ``enorm = 1`` (plain RMSNorm of the embedding);
+* ``shared_head_norm = output_norm``: the block's output reaches the LM head
+  (shared with the trunk) normalised as the trunk's own last state is, and is
+  in the same space as the hidden state it gets in the next recursive step.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+#: GGUF architectures the dense MTP layout (and its PyTorch heads) covers
+SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3")
+STATE = "retrofit.json"
+
+
+class RetrofitError(ValueError):
+    pass
+
+
+@dataclass
+class InitResult:
+    path: Path
+    arch: str
+    n_trunk: int
+    types: dict[str, str]            # MTP tensor -> ggml type name
+
+
+@dataclass
+class RetrofitConfig:
+    target: str                       # a dense llama / qwen2 / qwen3 GGUF without MTP layers
+    out: str                          # the retrofitted GGUF
+    work: str | None = None           # stage directory (None: a temporary one, removed at the end)
+    prompts: str | None = None        # prompt file / directory (None: the set shipped with gguf-mtp)
+    max_prompts: int | None = 256
+    max_tokens: int = 128
+    steps: int = 300
+    lr: float = 3e-4
+    batch_size: int = 8
+    seq_len: int = 128
+    warmup_steps: int = 20
+    n_predict: int = 3
+    head_type: str = "q8_0"
+    save_every: int = 50
+    seed: int = 0
+    n_threads: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class RetrofitResult:
+    path: Path
+    work: Path | None
+    n_sequences: int
+    n_tokens: int
+    steps: int
+    reused: list[str] = field(default_factory=list)   # stages found finished in WORK
+    last: dict = field(default_factory=dict)           # the last training step's log line
+
+
+# -- stage 1: the initial block ------------------------------------------------------
+
+def _check_target(src) -> tuple[str, int]:
+    kv = src.header.kv
+    arch = kv.get("general.architecture")
+    if arch not in SUPPORTED_ARCHS:
+        raise RetrofitError(f"{src.path}: architecture {arch!r}; retrofit adds MTP heads to dense "
+                            f"{', '.join(SUPPORTED_ARCHS)} models only")
+    n_nextn = int(kv.get(f"{arch}.nextn_predict_layers", 0) or 0)
+    if n_nextn:
+        raise RetrofitError(f"{src.path}: already has {n_nextn} MTP layer(s); train them further with "
+                            "'gguf-mtp distill-data' + 'gguf-mtp finetune' + 'gguf-mtp stitch' instead")
+    if f"{arch}.block_count" not in kv:
+        raise RetrofitError(f"{src.path}: no {arch}.block_count; is it a model GGUF?")
+    return arch, int(kv[f"{arch}.block_count"])
+
+
+def _extend_per_layer(raw: bytes, key: str) -> bytes:
+    """A per-layer array entry with its last element repeated once (the new block)."""
+    from ..gguf_rewrite import ARRAY, STRING
+
+    head = 8 + len(key.encode()) + 4
+    etype, n = struct.unpack_from("<IQ", raw, head)
+    if struct.unpack_from("<I", raw, head - 4)[0] != ARRAY or etype == STRING or n == 0:
+        raise RetrofitError(f"{key}: cannot extend this per-layer value")
+    body = raw[head + 12:]
+    size = len(body) // n
+    return raw[:head] + struct.pack("<IQ", etype, n + 1) + body + body[-size:]
+
+
+def _type_for(shape_ne0: int, ndim: int, head_type: str) -> str:
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    from .stitch import HEAD_TYPES
+
+    if ndim == 1:
+        return "F32"
+    name = HEAD_TYPES[head_type]
+    block = GGML_QUANT_SIZES[GGMLQuantizationType[name]][0]
+    return name if shape_ne0 % block == 0 else "F16"
+
+
+def initial_block(target: str | Path, out: str | Path, *, head_type: str = "q8_0",
+                  progress: bool = True) -> InitResult:
+    """Write TARGET with one initial MTP block appended as OUT (see the module docstring)."""
+    from ..gguf_rewrite import UINT32, SourceFile, Tensor, encode_kv, write_gguf
+    from .heads_common import GGUFView
+    from .stitch import HEAD_TYPES, encode_tensor
+
+    if head_type not in HEAD_TYPES:
+        raise RetrofitError(f"head type {head_type!r}: choose one of {', '.join(HEAD_TYPES)}")
+    src = SourceFile.open(target)
+    arch, n_trunk = _check_target(src)
+    out = Path(out)
+    if out.resolve() == src.path.resolve():
+        raise RetrofitError(f"{out}: write to a new file, not over the target")
+    view = GGUFView.open(src.path)
+    kv = src.header.kv
+    last, new = f"blk.{n_trunk - 1}.", f"blk.{n_trunk}."
+    layer = [t for t in src.tensors() if t.name.startswith(last)]
+    if not layer:
+        raise RetrofitError(f"{src.path}: no tensors of the trunk's last layer ({last}*)")
+    if "output_norm.weight" not in view.tensors:
+        raise RetrofitError(f"{src.path}: no output_norm.weight")
+    if f"{new}attn_norm.weight" in view.tensors:
+        raise RetrofitError(f"{src.path}: already has tensors {new}* beyond its {n_trunk} layers")
+
+    arrays: dict[str, np.ndarray] = {}
+    for t in layer:
+        arrays[new + t.name[len(last):]] = view.array(t.name)
+    hidden = int(view.shape("token_embd.weight")[1])
+    g = view.array("output_norm.weight").astype(np.float32)
+    safe = np.abs(g) >= 1e-3
+    arrays[new + "nextn.enorm.weight"] = np.ones(hidden, np.float32)
+    arrays[new + "nextn.hnorm.weight"] = np.where(safe, 1.0 / np.where(safe, g, 1.0), 1.0).astype(np.float32)
+    eh = np.zeros((hidden, 2 * hidden), np.float32)
+    eh[:, hidden:] = np.eye(hidden, dtype=np.float32)
+    arrays[new + "nextn.eh_proj.weight"] = eh
+    arrays[new + "nextn.shared_head_norm.weight"] = g
+
+    new_tensors, types = [], {}
+    for name, a in arrays.items():
+        tname = _type_for(a.shape[-1], a.ndim, head_type)
+        raw, gtype, shape = encode_tensor(a, tname)
+        new_tensors.append(Tensor(name, shape, gtype, data=raw))
+        types[name] = tname
+
+    bc, nk = f"{arch}.block_count", f"{arch}.nextn_predict_layers"
+    entries = []
+    for k in kv:
+        if k == bc:
+            entries.append(encode_kv(bc, src.header.kv_spans[k][0], n_trunk + 1))
+        elif k == nk:
+            entries.append(encode_kv(nk, UINT32, 1))
+        elif k.startswith(f"{arch}.") and isinstance(kv[k], list) and len(kv[k]) == n_trunk:
+            entries.append(_extend_per_layer(src.raw_kv(k), k))   # per-layer hyper-parameters
+        else:
+            entries.append(src.raw_kv(k))
+    if nk not in kv:
+        entries.append(encode_kv(nk, UINT32, 1))
+    align = int(kv.get("general.alignment", 32))
+    write_gguf(out, entries, src.tensors() + new_tensors, alignment=align, progress=progress,
+               desc="Initial MTP block")
+    return InitResult(out, arch, n_trunk, types)
+
+
+# -- the pipeline ---------------------------------------------------------------------
+
+def _identity(cfg: RetrofitConfig) -> dict:
+    """What a work directory's finished stages depend on."""
+    from .distill import target_fingerprint
+
+    return {"target": target_fingerprint(cfg.target), "head_type": cfg.head_type,
+            "data": {"prompts": cfg.prompts, "max_prompts": cfg.max_prompts, "max_tokens": cfg.max_tokens},
+            "train": {"steps": cfg.steps, "lr": cfg.lr, "batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
+                      "warmup_steps": cfg.warmup_steps, "n_predict": cfg.n_predict, "seed": cfg.seed}}
+
+
+def _heads_done(heads: Path, want: dict) -> bool:
+    meta = heads / "heads.json"
+    if not (heads / "heads.safetensors").is_file() or not meta.is_file():
+        return False
+    t = json.loads(meta.read_text()).get("training", {})
+    return t.get("steps_done") == want["steps"] and all(t.get(k) == v for k, v in want.items())
+
+
+def retrofit(cfg: RetrofitConfig) -> RetrofitResult:
+    from ..gguf_rewrite import SourceFile
+    from .distill import DistillConfig, distill
+    from .finetune import FinetuneConfig, finetune
+    from .heads import HeadsError, read_layout
+    from .prompts import DEFAULT_PROMPTS_DIR
+    from .stitch import stitch
+
+    src = SourceFile.open(cfg.target)
+    _check_target(src)
+    out = Path(cfg.out)
+    if out.resolve() == src.path.resolve():
+        raise RetrofitError(f"{out}: write to a new file, not over the target")
+    temp = cfg.work is None
+    work = Path(tempfile.mkdtemp(prefix="gguf-mtp-retrofit-", dir=out.parent if out.parent.exists() else None)) \
+        if temp else Path(cfg.work)
+    work.mkdir(parents=True, exist_ok=True)
+    reused: list[str] = []
+    try:
+        ident = _identity(cfg)
+        state_path = work / STATE
+        if state_path.is_file():
+            old = json.loads(state_path.read_text())
+            if old.get("target") != ident["target"] or old.get("head_type") != ident["head_type"]:
+                raise RetrofitError(f"{work}: holds stages of a different target or head type — use another "
+                                    "--work directory")
+            if old.get("data") != ident["data"]:
+                # other data: the data and everything trained on it are stale
+                shutil.rmtree(work / "data", ignore_errors=True)
+                shutil.rmtree(work / "heads", ignore_errors=True)
+            elif old.get("train") != ident["train"]:
+                shutil.rmtree(work / "heads", ignore_errors=True)
+        state_path.write_text(json.dumps(ident, indent=2) + "\n")
+
+        init = work / "init.gguf"
+        if init.is_file():
+            reused.append("init")
+        else:
+            initial_block(cfg.target, init, head_type=cfg.head_type, progress=cfg.progress)
+        try:
+            read_layout(init)          # the PyTorch heads can be built (e.g. no RoPE scaling)
+        except HeadsError as e:
+            raise RetrofitError(f"{cfg.target}: {e}") from None
+
+        data = work / "data"
+        manifest = data / "manifest.json"
+        if manifest.is_file() and json.loads(manifest.read_text()).get("complete"):
+            reused.append("distill")
+        d = distill(DistillConfig(target=str(init), prompts=cfg.prompts or str(DEFAULT_PROMPTS_DIR), out=str(data),
+                                  max_tokens=cfg.max_tokens, max_prompts=cfg.max_prompts, seed=cfg.seed,
+                                  n_threads=cfg.n_threads, progress=cfg.progress))
+
+        heads = work / "heads"
+        train = ident["train"]
+        if _heads_done(heads, train):
+            reused.append("finetune")
+            last = json.loads((heads / "heads.json").read_text()).get("last_step", {})
+        else:
+            r = finetune(FinetuneConfig(data=str(data), target=str(init), out=str(heads), method="fastmtp",
+                                        save_every=cfg.save_every, cpu=True, progress=cfg.progress, **train))
+            last = r.last
+
+        stitch(init, heads, out, head_type=None, progress=cfg.progress)
+    finally:
+        if temp:
+            shutil.rmtree(work, ignore_errors=True)
+    return RetrofitResult(out, None if temp else work, d.n_sequences, d.n_tokens, cfg.steps, reused, last)
+
+
+__all__ = ["SUPPORTED_ARCHS", "InitResult", "RetrofitConfig", "RetrofitError", "RetrofitResult",
+           "initial_block", "retrofit"]

@@ -1,0 +1,165 @@
+"""``gguf-mtp retrofit``: MTP heads for dense GGUFs without MTP layers.
+
+1. the initial block (trunk converted with mtp=False) loads in the runtime,
+   its tensors are what the module docstring promises (a copy of the last
+   trunk layer, eh_proj = [0 | I], hnorm = 1 / output_norm, shared head norm
+   = output_norm), the trunk is copied byte for byte, and greedy speculative
+   decoding with it equals plain decoding;
+2. the whole pipeline (init -> distill -> 2 FastMTP steps -> stitch) on tiny
+   llama and qwen2 fixtures: OUT loads, is lossless, carries trained heads; a
+   rerun with the same --work reuses every stage;
+3. clear errors: a GGUF that already has MTP layers, another architecture;
+4. SmolLM2-135M (tools/fetch_smollm2.py; skipped when absent): the initial
+   block loads and drafts losslessly.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from gguf_mtp.fixtures import make_checkpoint
+from gguf_mtp.runtime import Engine, RuntimeOptions, generate
+
+PROMPTS = ("def fibonacci(n):\n", "The quick brown fox")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def trunk(tmp_path_factory):
+    cache = {}
+
+    def get(name: str, mtp: bool = False) -> Path:
+        if (name, mtp) not in cache:
+            from gguf_mtp.convert import ConvertOptions, convert
+
+            root = tmp_path_factory.mktemp(name)
+            ckpt = make_checkpoint(name, root / "ckpt")
+            out = root / f"{name}-{'mtp' if mtp else 'trunk'}.gguf"
+            convert(ckpt, out, ConvertOptions(outtype="f32", mtp=mtp, progress=False))
+            cache[name, mtp] = out
+        return cache[name, mtp]
+
+    return get
+
+
+def _lossless(path: Path, n: int = 16) -> list[int]:
+    drafted = []
+    with Engine(path, RuntimeOptions(n_ctx=512, n_threads=1)) as eng:
+        assert eng.has_mtp and eng.n_nextn == 1
+        for prompt in PROMPTS:
+            plain = generate(eng, prompt, n, drafter="none", draft=0).tokens
+            for k in (1, 3):
+                g = generate(eng, prompt, n, drafter="mtp", draft=k)
+                assert g.tokens == plain, f"{path.name}: draft={k} prompt={prompt!r}"
+                drafted.append(sum(g.stats.drafted))
+    return drafted
+
+
+@pytest.mark.parametrize("name", ["llama_mtp", "qwen2_mtp", "qwen3_mtp"])
+def test_initial_block(trunk, name, tmp_path):
+    from gguf_mtp.gguf_rewrite import SourceFile
+    from gguf_mtp.train.heads_common import GGUFView
+    from gguf_mtp.train.retrofit import initial_block
+
+    target = trunk(name)
+    r = initial_block(target, tmp_path / "init.gguf", progress=False)
+    src, view, tv = SourceFile.open(r.path), GGUFView.open(r.path), GGUFView.open(target)
+    arch, n = r.arch, r.n_trunk
+    assert src.header.kv[f"{arch}.block_count"] == n + 1 and src.header.kv[f"{arch}.nextn_predict_layers"] == 1
+    # the trunk's tensors are copied byte for byte
+    for t in SourceFile.open(target).tensors():
+        a, b = t, view.tensors[t.name]
+        assert b.qtype == tv.tensors[t.name].qtype
+        with open(a.path, "rb") as fa, open(b.path, "rb") as fb:
+            fa.seek(a.offset)
+            fb.seek(b.offset)
+            assert fa.read(a.nbytes) == fb.read(a.nbytes), t.name
+    # the decoder layer is the last trunk layer, at q8_0 (matrices) / F32 (norms, biases)
+    last = [k for k in tv.tensors if k.startswith(f"blk.{n - 1}.")]
+    for k in last:
+        new = f"blk.{n}." + k.split(".", 2)[2]
+        want = tv.array(k)
+        got = view.array(new)
+        assert r.types[new] == ("F32" if want.ndim == 1 else "Q8_0")
+        np.testing.assert_allclose(got, want, rtol=0, atol=float(np.abs(want).max()) / 100 + 1e-7, err_msg=new)
+    h = tv.shape("token_embd.weight")[1]
+    g = tv.array("output_norm.weight")
+    eh = view.array(f"blk.{n}.nextn.eh_proj.weight")
+    np.testing.assert_allclose(eh[:, :h], 0)
+    np.testing.assert_allclose(eh[:, h:], np.eye(h), atol=1e-3)
+    np.testing.assert_allclose(view.array(f"blk.{n}.nextn.enorm.weight"), 1)
+    np.testing.assert_allclose(view.array(f"blk.{n}.nextn.hnorm.weight") * g, 1, rtol=1e-6)
+    np.testing.assert_array_equal(view.array(f"blk.{n}.nextn.shared_head_norm.weight"), g)
+    assert sum(_lossless(r.path)) > 0
+
+
+@pytest.mark.parametrize("name", ["llama_mtp", "qwen2_mtp"])
+def test_retrofit_pipeline(trunk, name, tmp_path):
+    from gguf_mtp.cli import main
+    from gguf_mtp.train.heads import load_heads
+
+    target, out, work = trunk(name), tmp_path / "out.gguf", tmp_path / "work"
+    args = ["retrofit", str(target), str(out), "--steps", "2", "--max-prompts", "2", "-n", "12", "--batch-size", "2",
+            "--seq-len", "12", "--work", str(work), "-t", "1", "-q"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "2 steps" in res.output and "reused" not in res.output
+    assert {"init.gguf", "data", "heads"} <= {p.name for p in work.iterdir()}
+    assert _lossless(out)
+    trained, init = load_heads(out).state(), load_heads(work / "init.gguf").state()
+    assert set(trained) == set(init) and any(not torch.equal(trained[k], init[k]) for k in init)
+
+    out.unlink()
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "reused init, distill, finetune" in res.output and out.is_file()
+
+
+def test_retrofit_refuses(trunk, tmp_path):
+    from gguf_mtp.cli import main
+
+    with_mtp = trunk("llama_mtp", mtp=True)
+    res = CliRunner().invoke(main, ["retrofit", str(with_mtp), str(tmp_path / "o.gguf"), "-q"])
+    assert res.exit_code != 0 and "already has 1 MTP layer" in res.output and "finetune" in res.output
+
+    other = trunk("qwen35", mtp=False)
+    res = CliRunner().invoke(main, ["retrofit", str(other), str(tmp_path / "o.gguf"), "-q"])
+    assert res.exit_code != 0 and "llama, qwen2, qwen3" in res.output
+    assert not (tmp_path / "o.gguf").exists()
+
+
+def _smollm2() -> Path | None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    try:
+        from fetch_smollm2 import smollm2_path
+    finally:
+        sys.path.pop(0)
+    p = smollm2_path()
+    return p if p.is_file() else None
+
+
+@pytest.mark.skipif(_smollm2() is None, reason="SmolLM2 GGUF absent (python tools/fetch_smollm2.py)")
+def test_smollm2_initial_block(tmp_path):
+    from gguf_mtp.train.heads import read_layout
+    from gguf_mtp.train.retrofit import initial_block
+
+    r = initial_block(_smollm2(), tmp_path / "init.gguf", progress=False)
+    assert r.arch == "llama" and r.n_trunk == 30 and set(r.types.values()) == {"F32", "Q8_0"}
+    layout = read_layout(r.path)
+    assert layout.n_trunk == 30 and layout.n_heads == 1
+    with Engine(r.path, RuntimeOptions(n_ctx=256, n_threads=1)) as eng:
+        plain = generate(eng, PROMPTS[0], 12, drafter="none", draft=0).tokens
+        assert generate(eng, PROMPTS[0], 12, drafter="mtp", draft=2).tokens == plain
