@@ -2,9 +2,10 @@
 
 1. the initial block (trunk converted with mtp=False) loads in the runtime,
    its tensors are what the module docstring promises (a copy of the last
-   trunk layer, eh_proj = [0 | I], hnorm = 1 / output_norm, shared head norm
-   = output_norm), the trunk is copied byte for byte, and greedy speculative
-   decoding with it equals plain decoding;
+   trunk layer with zero output projections, eh_proj = [0 | I], hnorm =
+   1 / output_norm, shared head norm = output_norm), so in llama.cpp its
+   output state is its hidden input; the trunk is copied byte for byte, and
+   greedy speculative decoding with it equals plain decoding;
 2. the whole pipeline (init -> distill -> 2 FastMTP steps -> stitch) on tiny
    llama and qwen2 fixtures: OUT loads, is lossless, carries trained heads; a
    rerun with the same --work reuses every stage;
@@ -27,6 +28,7 @@ from gguf_mtp.fixtures import make_checkpoint
 from gguf_mtp.runtime import Engine, RuntimeOptions, generate
 
 PROMPTS = ("def fibonacci(n):\n", "The quick brown fox")
+TOKENS = [785, 4937, 13876, 38835, 34208, 916, 279, 15678, 5562, 13]
 
 
 @pytest.fixture(autouse=True)
@@ -72,7 +74,7 @@ def _lossless(path: Path, n: int = 16) -> list[int]:
 def test_initial_block(trunk, name, tmp_path):
     from gguf_mtp.gguf_rewrite import SourceFile
     from gguf_mtp.train.heads_common import GGUFView
-    from gguf_mtp.train.retrofit import initial_block
+    from gguf_mtp.train.retrofit import ZERO_INIT, initial_block
 
     target = trunk(name)
     r = initial_block(target, tmp_path / "init.gguf", progress=False)
@@ -92,6 +94,8 @@ def test_initial_block(trunk, name, tmp_path):
     for k in last:
         new = f"blk.{n}." + k.split(".", 2)[2]
         want = tv.array(k)
+        if k.split(".", 2)[2] in ZERO_INIT:
+            want = np.zeros_like(want)
         got = view.array(new)
         assert r.types[new] == ("F32" if want.ndim == 1 else "Q8_0")
         np.testing.assert_allclose(got, want, rtol=0, atol=float(np.abs(want).max()) / 100 + 1e-7, err_msg=new)
@@ -103,6 +107,19 @@ def test_initial_block(trunk, name, tmp_path):
     np.testing.assert_allclose(view.array(f"blk.{n}.nextn.enorm.weight"), 1)
     np.testing.assert_allclose(view.array(f"blk.{n}.nextn.hnorm.weight") * g, 1, rtol=1e-6)
     np.testing.assert_array_equal(view.array(f"blk.{n}.nextn.shared_head_norm.weight"), g)
+
+    # at step 0 the block passes its hidden input through: its output state is
+    # the trunk's hidden state it was given, its logits the trunk's (up to q8_0 rounding)
+    with Engine(r.path, RuntimeOptions(n_ctx=256, n_threads=1, kv_type="f32", flash_attn=False)) as eng:
+        eng.target_decode(TOKENS, 0, [True] * len(TOKENS))
+        hidden = eng.target_hidden(len(TOKENS)).copy()
+        trunk_logits = np.stack([eng.target_logits(i).copy() for i in range(len(TOKENS))])
+        eng.mtp_set_head(0)
+        eng.mtp_decode(TOKENS, hidden, 0, [True] * len(TOKENS))
+        out = np.stack([eng.mtp_hidden(i) for i in range(len(TOKENS))])
+        logits = np.stack([eng.mtp_logits(i).copy() for i in range(len(TOKENS))])
+    np.testing.assert_allclose(out, hidden, rtol=0, atol=1e-2 * float(np.abs(hidden).max()))
+    np.testing.assert_allclose(logits, trunk_logits, rtol=0, atol=5e-2 * float(np.abs(trunk_logits).max()))
     assert sum(_lossless(r.path)) > 0
 
 
