@@ -120,3 +120,26 @@ def test_stitch_refuses_heads_of_another_layout(default_gguf, factory, tmp_path)
     r = CliRunner().invoke(main, ["stitch", str(default_gguf("f32")), str(tmp_path / "h"), str(tmp_path / "o.gguf")])
     assert r.exit_code != 0 and "do not belong" in r.output
     assert not (tmp_path / "o.gguf").exists()
+
+
+def test_the_same_command_runs_under_accelerate_launch(distilled, default_gguf, tmp_path):
+    """The multi-GPU command of the README, here with one CPU process: the
+    training loop is accelerate's, not a launcher of ours."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    launcher = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    if launcher is None:
+        pytest.skip("accelerate's launcher is not installed")
+    out = tmp_path / "heads"
+    proc = subprocess.run(
+        [launcher, "launch", "--cpu", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "-m", "gguf_mtp.train", str(distilled), str(default_gguf("q8_0")),
+         "--out", str(out), "--steps", "2", "--batch-size", "2", "--seq-len", "24", "--warmup", "1", "-q"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 2]
+    assert (out / "heads.safetensors").exists()
