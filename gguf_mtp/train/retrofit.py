@@ -229,10 +229,15 @@ def initial_block(target: str | Path, out: str | Path, *, head_type: str = "q8_0
 
 def _identity(cfg: RetrofitConfig) -> dict:
     """What a work directory's finished stages depend on."""
-    from .distill import target_fingerprint
+    import hashlib
 
+    from .distill import target_fingerprint
+    from .prompts import DEFAULT_PROMPTS_DIR, load_prompts
+
+    prompts = load_prompts(cfg.prompts or DEFAULT_PROMPTS_DIR)[:cfg.max_prompts]
+    digest = hashlib.sha256(json.dumps(prompts).encode()).hexdigest()[:32]
     return {"target": target_fingerprint(cfg.target), "head_type": cfg.head_type,
-            "data": {"prompts": cfg.prompts, "max_prompts": cfg.max_prompts, "max_tokens": cfg.max_tokens},
+            "data": {"prompts": digest, "max_prompts": cfg.max_prompts, "max_tokens": cfg.max_tokens},
             "train": {"steps": cfg.steps, "lr": cfg.lr, "batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
                       "warmup_steps": cfg.warmup_steps, "n_predict": cfg.n_predict, "seed": cfg.seed}}
 
