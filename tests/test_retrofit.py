@@ -180,3 +180,22 @@ def test_smollm2_initial_block(tmp_path):
     with Engine(r.path, RuntimeOptions(n_ctx=256, n_threads=1)) as eng:
         plain = generate(eng, PROMPTS[0], 12, drafter="none", draft=0).tokens
         assert generate(eng, PROMPTS[0], 12, drafter="mtp", draft=2).tokens == plain
+
+
+SAVED_HEADS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "smollm2_135m_mtp_heads_q8_0.gguf"
+
+
+@pytest.mark.skipif(_smollm2() is None or not SAVED_HEADS.is_file(),
+                    reason="SmolLM2 GGUF absent (python tools/fetch_smollm2.py)")
+def test_smollm2_saved_heads_graft(tmp_path):
+    """The trained SmolLM2 block (benchmarks/README.md) grafts back without
+    retraining, drafts (accepts some tokens) and stays lossless."""
+    from gguf_mtp.graft import graft
+
+    out = graft(_smollm2(), SAVED_HEADS, tmp_path / "smollm2-mtp.gguf", progress=False).path
+    with Engine(out, RuntimeOptions(n_ctx=512, n_threads=1)) as eng:
+        assert eng.has_mtp
+        prompt = "def read_config(path):\n    \"\"\"Read a JSON configuration file.\"\"\"\n"
+        plain = generate(eng, prompt, 24, drafter="none", draft=0).tokens
+        g = generate(eng, prompt, 24, drafter="mtp", draft=2)
+        assert g.tokens == plain and sum(g.stats.accepted) > 0
