@@ -11,6 +11,17 @@ after the trunk as block N = num_hidden_layers.
 """
 
 from .base import MTPArch
+from .qwen35 import QWEN_MTP_FUSION_AND_ATTENTION
+
+#: the MTP layer's sparse-MoE FFN (shared by Qwen3.5-MoE and Qwen3-Next)
+QWEN_MTP_MOE_FFN = (
+        ("mtp.layers.0.mlp.gate.weight", "blk.N.ffn_gate_inp.weight"),
+        ("mtp.layers.0.mlp.experts.{0..E-1}.{gate,up,down}_proj.weight",
+         "blk.N.ffn_{gate,up,down}_exps.weight"),
+        ("mtp.layers.0.mlp.shared_expert.{gate,up,down}_proj.weight",
+         "blk.N.ffn_{gate,up,down}_shexp.weight"),
+        ("mtp.layers.0.mlp.shared_expert_gate.weight", "blk.N.ffn_gate_inp_shexp.weight"),
+)
 
 QWEN35_MOE = MTPArch(
     hf_architectures=("Qwen3_5MoeForCausalLM",),
@@ -18,20 +29,5 @@ QWEN35_MOE = MTPArch(
     mtp_prefixes=("mtp.", "model.mtp."),
     mtp_layers_key="mtp_num_hidden_layers",
     hidden_source="the trunk's last hidden state AFTER its final norm (model.norm)",
-    tensor_map=(
-        ("mtp.pre_fc_norm_embedding.weight", "blk.N.nextn.enorm.weight"),
-        ("mtp.pre_fc_norm_hidden.weight", "blk.N.nextn.hnorm.weight"),
-        ("mtp.fc.weight", "blk.N.nextn.eh_proj.weight"),
-        ("mtp.norm.weight", "blk.N.nextn.shared_head_norm.weight"),
-        ("mtp.layers.0.input_layernorm.weight", "blk.N.attn_norm.weight"),
-        ("mtp.layers.0.self_attn.{q,k,v,o}_proj.weight", "blk.N.attn_{q,k,v,output}.weight"),
-        ("mtp.layers.0.self_attn.{q,k}_norm.weight", "blk.N.attn_{q,k}_norm.weight"),
-        ("mtp.layers.0.post_attention_layernorm.weight", "blk.N.post_attention_norm.weight"),
-        ("mtp.layers.0.mlp.gate.weight", "blk.N.ffn_gate_inp.weight"),
-        ("mtp.layers.0.mlp.experts.{0..E-1}.{gate,up,down}_proj.weight",
-         "blk.N.ffn_{gate,up,down}_exps.weight"),
-        ("mtp.layers.0.mlp.shared_expert.{gate,up,down}_proj.weight",
-         "blk.N.ffn_{gate,up,down}_shexp.weight"),
-        ("mtp.layers.0.mlp.shared_expert_gate.weight", "blk.N.ffn_gate_inp_shexp.weight"),
-    ),
+    tensor_map=QWEN_MTP_FUSION_AND_ATTENTION + QWEN_MTP_MOE_FFN,
 )
