@@ -87,9 +87,22 @@ def _fail(e: Exception):
 @click.option("--mtp-only", is_flag=True,
               help="Write the MTP heads alone (blk.N+ tensors plus the metadata and vocabulary), "
                    "to put into a GGUF made elsewhere with 'gguf-mtp graft'.")
+@click.option("--heads", type=click.Choice(["mtp", "medusa"]), default="mtp", show_default=True,
+              help="Drafter heads to write: the native MTP layers, or also Medusa heads "
+                   "(medusa.K.blk.L.*; the MTP layers stay in the file unless --no-mtp).")
+@click.option("--medusa-heads", type=click.IntRange(1, 16), default=3, show_default=True,
+              help="Number of Medusa heads K (head k drafts the token k+2 places after the last verified one).")
+@click.option("--medusa-layers", type=click.IntRange(1, 8), default=1, show_default=True,
+              help="Residual blocks x + SiLU(Wx + b) per Medusa head.")
+@click.option("--init", "medusa_init", type=click.Choice(["recycled", "scratch"]), default="recycled",
+              show_default=True,
+              help="Medusa initialisation: 'recycled' maps the MTP layer's input fusion into the first "
+                   "block (see the README); 'scratch' is the Medusa paper's zero blocks (every head "
+                   "starts as the LM head).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the converter's log.")
-def convert(model_dir, out, outtype, head_type, no_mtp, mtp_only, quiet, verbose):
+def convert(model_dir, out, outtype, head_type, no_mtp, mtp_only, heads, medusa_heads, medusa_layers,
+            medusa_init, quiet, verbose):
     """Convert a Hugging Face checkpoint directory MODEL_DIR to ONE GGUF file OUT
     holding the trunk and its MTP layers (blk.N.nextn.*).
 
@@ -107,13 +120,15 @@ def convert(model_dir, out, outtype, head_type, no_mtp, mtp_only, quiet, verbose
     from .upstream import RuntimeMissing
 
     opts = ConvertOptions(outtype=outtype, head_type=head_type, mtp=not no_mtp, mtp_only=mtp_only,
-                          verbose=verbose, progress=not quiet)
+                          verbose=verbose, progress=not quiet, heads=heads, medusa_heads=medusa_heads,
+                          medusa_layers=medusa_layers, medusa_init=medusa_init)
     try:
         res = convert_api(model_dir, out, opts)
     except (CheckpointError, ConversionError, UnsupportedArchitecture, RuntimeMissing) as e:
         _fail(e)
+    extra = f", {medusa_heads} Medusa heads ({medusa_init})" if heads == "medusa" else ""
     click.echo(f"wrote {res.path} ({res.arch}, {res.n_tensors} tensors, {human_bytes(res.size_bytes)}; "
-               f"{res.n_mtp_layers} MTP layer(s), {len(res.head_tensors)} head tensors)")
+               f"{res.n_mtp_layers} MTP layer(s), {len(res.head_tensors)} head tensors{extra})")
 
 
 @main.command("archs")

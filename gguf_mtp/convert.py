@@ -37,6 +37,10 @@ class ConvertOptions:
     mtp_only: bool = False           # True: the heads alone (--mtp-only), for graft
     verbose: bool = False
     progress: bool = True
+    heads: str = "mtp"               # "mtp": native MTP layers; "medusa": also Medusa heads
+    medusa_heads: int = 3            # --medusa-heads K
+    medusa_layers: int = 1           # residual blocks per head
+    medusa_init: str = "recycled"    # "recycled" from the MTP layer, or "scratch" (Medusa paper)
 
 
 @dataclass
@@ -55,6 +59,19 @@ def check_input(model_dir: str | Path, opts: ConvertOptions) -> tuple[Checkpoint
         raise ConversionError(f"--outtype {opts.outtype!r}: choose one of {', '.join(OUTTYPES)}")
     if opts.mtp_only and not opts.mtp:
         raise ConversionError("--mtp-only and --no-mtp exclude each other")
+    if opts.heads not in HEADS:
+        raise ConversionError(f"--heads {opts.heads!r}: choose one of {', '.join(HEADS)}")
+    if opts.heads == "medusa":
+        from .medusa import INITS
+
+        if opts.medusa_init not in INITS:
+            raise ConversionError(f"--init {opts.medusa_init!r}: choose one of {', '.join(INITS)}")
+        if opts.mtp_only:
+            raise ConversionError("--heads medusa writes a whole model; --mtp-only is for native MTP layers")
+        if opts.medusa_init == "recycled" and not opts.mtp:
+            raise ConversionError("--init recycled reads the MTP layer: drop --no-mtp, or use --init scratch")
+        if opts.medusa_heads < 1 or opts.medusa_layers < 1:
+            raise ConversionError("--medusa-heads and --medusa-layers must be at least 1")
     if opts.head_type is not None and opts.head_type not in HEAD_TYPES:
         raise ConversionError(f"--head-type {opts.head_type!r}: choose one of {', '.join(HEAD_TYPES)}")
     ck = load_checkpoint(model_dir)
@@ -144,9 +161,27 @@ def _converter_logging(verbose: bool):
         gw.setLevel(saved[1])
 
 
+#: what --heads can add to the trunk
+HEADS = ("mtp", "medusa")
+
+
+def _n_embd(gguf: Path) -> int:
+    from .inspect_gguf import read_header
+
+    kv = read_header(gguf).kv
+    return int(kv[f"{kv['general.architecture']}.embedding_length"])
+
+
+def _medusa_type(opts: ConvertOptions) -> str:
+    """Medusa block type: --head-type, else the trunk's --outtype."""
+    return opts.head_type or opts.outtype
+
+
 def convert(model_dir: str | Path, out_path: str | Path, options: ConvertOptions | None = None) -> ConvertResult:
     """Convert a checkpoint directory to ONE GGUF (trunk + MTP layers)."""
     import torch
+
+    from .medusa import init_recycled, init_scratch, write_heads
 
     opts = options or ConvertOptions()
     ck, arch, n_mtp = check_input(model_dir, opts)
@@ -173,7 +208,18 @@ def convert(model_dir: str | Path, out_path: str | Path, options: ConvertOptions
         with _converter_logging(opts.verbose), torch.inference_mode():
             model = cls(ck.directory, ftype, tmp, use_temp_file=False, eager=False)
             model.write()
-        os.replace(tmp, out)
+        if opts.heads == "medusa":
+            if opts.medusa_init == "scratch":
+                heads = init_scratch(_n_embd(tmp), opts.medusa_heads, opts.medusa_layers)
+            else:
+                if n_mtp == 0:
+                    raise ConversionError(f"{model_dir}: the checkpoint has no MTP layer to recycle into "
+                                          "Medusa heads; use --init scratch")
+                heads = init_recycled(tmp, opts.medusa_heads, opts.medusa_layers)
+            write_heads(tmp, heads, out, head_type=_medusa_type(opts), progress=opts.progress)
+            tmp.unlink()
+        else:
+            os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

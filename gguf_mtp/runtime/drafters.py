@@ -19,6 +19,7 @@ the rejection rule when sampling); ``None`` means a deterministic drafter
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,7 +33,11 @@ from .tree import DraftTree
 class Proposal:
     tokens: list[int] = field(default_factory=list)   # a chain (for a tree: its first branch)
     q: list[np.ndarray] | None = None   # one distribution per proposed token, or None (one-hot)
-    tree: DraftTree | None = None       # several branches, verified in one pass (greedy)
+    tree: DraftTree | None = None       # several branches, verified in one pass
+    #: set by the loop after verification: the target batch rows of the root
+    #: token and of each accepted draft token (the last one's logits gave the
+    #: next token)
+    rows: list[int] = field(default_factory=list)
 
 
 class Drafter:
@@ -44,6 +49,8 @@ class Drafter:
     #: most branches of a proposed tree (1 = chains only); the target context
     #: needs n_seq_max > branches and a unified KV cache for more
     max_branches = 1
+    #: the target pass must compute the model's Medusa heads for this drafter
+    needs_medusa = False
 
     def step_cost(self, measured_mtp_step: float) -> float:
         """Cost of one drafted token in 1-token target passes (for draft='auto');
@@ -222,8 +229,83 @@ class NgramTreeDrafter(Drafter):
         return Proposal(chains[0], None, tree)
 
 
+#: Medusa's static tree for 3 heads (index paths: [0, 1] = the top candidate of
+#: head 0, then the second of head 1): 8 nodes, 4 leaves, depth 3
+MEDUSA_TREE = ((0,), (1,), (0, 0), (0, 1), (1, 0), (0, 0, 0), (0, 0, 1), (0, 1, 0))
+#: one candidate per head: a chain (no tree)
+MEDUSA_CHAIN = ((0,), (0, 0), (0, 0, 0), (0, 0, 0, 0), (0, 0, 0, 0, 0))
+
+
+def parse_tree(spec: str | Sequence[Sequence[int]]) -> tuple[tuple[int, ...], ...]:
+    """Index paths from ``"0;1;0,0;0,1"`` (``;`` between paths, ``,`` inside),
+    or ``"chain"`` / ``"default"``; every prefix of a path must be a path too."""
+    if isinstance(spec, str):
+        if spec in ("chain", "default"):
+            return MEDUSA_CHAIN if spec == "chain" else MEDUSA_TREE
+        try:
+            paths = [tuple(int(x) for x in p.split(",")) for p in spec.replace(" ", "").split(";") if p]
+        except ValueError:
+            raise ValueError(f"tree {spec!r}: write index paths like '0;1;0,0;0,1'") from None
+    else:
+        paths = [tuple(int(x) for x in p) for p in spec]
+    if not paths or any(not p or min(p) < 0 for p in paths):
+        raise ValueError(f"tree {spec!r}: needs non-empty paths of ranks >= 0")
+    have = set(paths)
+    for p in paths:
+        if len(p) > 1 and p[:-1] not in have:
+            raise ValueError(f"tree {spec!r}: path {list(p)} lacks its prefix {list(p[:-1])}")
+    return tuple(sorted(have, key=lambda p: (len(p), p)))
+
+
+class MedusaDrafter(Drafter):
+    """Medusa heads: head k at the last verified row ranks candidates for the
+    token k + 1 places after the newest token; a static tree of index paths
+    (:data:`MEDUSA_TREE`, configurable) picks which combinations to verify in
+    one target pass. The heads run inside that same target pass (patch 0007),
+    so drafting costs no extra model call: the candidates for the next tree
+    are read from the row of the last accepted token.
+
+    The tree is deterministic, so verification is exact under greedy decoding
+    and sampling alike (:func:`gguf_mtp.runtime.tree.verify_tree`). Draft
+    length k cuts the tree at depth min(k, heads)."""
+
+    name = "medusa"
+    needs_medusa = True
+
+    def __init__(self, tree: str | Sequence[Sequence[int]] = "default"):
+        self.paths = parse_tree(tree)
+        leaves = [p for p in self.paths if not any(len(q) == len(p) + 1 and q[:-1] == p for q in self.paths)]
+        self.max_branches = max(1, len(leaves))
+        self.top = max(max(p) for p in self.paths) + 1
+        self.cand: np.ndarray | None = None
+
+    def _read(self, eng: Engine, row: int) -> None:
+        self.cand = eng.medusa_topk(row, self.top)
+
+    def begin(self, eng, prompt, hidden):
+        if not eng.n_medusa:
+            raise ValueError(f"{eng.path} has no Medusa heads: convert with --heads medusa")
+        self._read(eng, -1)       # the prompt's last row
+
+    def propose(self, eng, context, tok, pos, k, params, rng):
+        depth = min(k, eng.n_medusa)
+        paths = [p for p in self.paths if len(p) <= depth]
+        if not paths or self.cand is None:
+            return Proposal()
+        tree = DraftTree.from_topk(tok, paths, self.cand)
+        top = max(len(p) for p in paths if not any(p))       # the all-top-candidates branch
+        first = [int(self.cand[d][0]) for d in range(top)]
+        if tree.is_chain():
+            return Proposal(tree.path_tokens(tree.leaves()[0]) if len(tree) else [], None)
+        return Proposal(first, None, tree)
+
+    def accept(self, eng, tok, pos, proposal, n_accepted, hidden):
+        self._read(eng, proposal.rows[-1] if proposal.rows else n_accepted)
+
+
 #: drafter registry: name -> factory
-DRAFTERS = {"none": Drafter, "mtp": MTPDrafter, "ngram": NgramDrafter, "ngram-tree": NgramTreeDrafter}
+DRAFTERS = {"none": Drafter, "mtp": MTPDrafter, "ngram": NgramDrafter, "ngram-tree": NgramTreeDrafter,
+            "medusa": MedusaDrafter}
 
 
 def make_drafter(name: str | Drafter) -> Drafter:

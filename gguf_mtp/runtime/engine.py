@@ -118,6 +118,18 @@ class Engine:
             from ..inspect_gguf import DRAFT_VOCAB_KEY, read_int_array
 
             self.draft_vocab = read_int_array(self.path, DRAFT_VOCAB_KEY)
+        #: Medusa heads in the file (0 = none) and the columns of each head's logits
+        self.n_medusa = int(P.llama_medusa_n_heads(self.model))
+        self.medusa_cols = int(P.llama_medusa_n_cols(self.model))
+        self.medusa_vocab = None
+        if self.n_medusa and self.medusa_cols < self.n_vocab:
+            from ..inspect_gguf import DRAFT_VOCAB_KEY, read_int_array
+
+            self.medusa_vocab = read_int_array(self.path, DRAFT_VOCAB_KEY)
+            if self.medusa_vocab is None or len(self.medusa_vocab) != self.medusa_cols:
+                raise RuntimeErrorLlama(f"{self.path}: medusa.draft_head has {self.medusa_cols} rows but "
+                                        f"{DRAFT_VOCAB_KEY} does not list as many token ids")
+        self._medusa_on = False
         threads = opts.n_threads or os.cpu_count() or 1
 
         cparams = self._context_params(threads)
@@ -302,6 +314,42 @@ class Engine:
 
     def mtp_truncate(self, pos: int) -> None:
         self._truncate(self.mtp_mem, pos, "MTP")
+
+    # -- Medusa --------------------------------------------------------------
+
+    def medusa_enable(self, on: bool = True) -> None:
+        """Compute the Medusa heads for the output rows of the following target passes."""
+        if on and not self.n_medusa:
+            raise ValueError(f"{self.path} has no Medusa heads (convert with --heads medusa)")
+        if on != self._medusa_on:
+            self.P.llama_medusa_set_enabled(self.ctx, bool(on))
+            self._medusa_on = bool(on)
+
+    def _medusa_raw(self, i: int) -> np.ndarray:
+        if not self._medusa_on:
+            raise RuntimeErrorLlama("Medusa heads are not enabled: call medusa_enable() before the target pass")
+        p = self.P.llama_medusa_get_logits_ith(self.ctx, i)
+        if not p:
+            raise RuntimeErrorLlama(f"no Medusa logits for output row {i}")
+        return np.ctypeslib.as_array(p, shape=(self.n_medusa, self.medusa_cols))
+
+    def medusa_logits(self, i: int) -> np.ndarray:
+        """(n_heads, n_vocab) logits of the heads at target output row ``i`` (a copy);
+        with a compressed draft vocabulary the other tokens get -inf."""
+        raw = self._medusa_raw(i)
+        if self.medusa_vocab is None:
+            return raw.copy()
+        full = np.full((self.n_medusa, self.n_vocab), -np.inf, dtype=np.float32)
+        full[:, self.medusa_vocab] = raw
+        return full
+
+    def medusa_topk(self, i: int, k: int) -> np.ndarray:
+        """(n_heads, k) token ids, most likely first, of each head at output row ``i``."""
+        raw = self._medusa_raw(i)
+        k = min(k, raw.shape[1])
+        part = np.argpartition(-raw, k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(part, np.argsort(-np.take_along_axis(raw, part, 1), axis=1, kind="stable"), 1)
+        return order if self.medusa_vocab is None else self.medusa_vocab[order]
 
     # -- lifetime ------------------------------------------------------------
 

@@ -13,12 +13,17 @@ import functools
 from ..upstream import RuntimeMissing, installed_runtime
 
 _c_ctx = ctypes.c_void_p
+_c_model = ctypes.c_void_p
 
 #: symbol -> (argtypes, restype) for every C function our patches add
 PATCH_SYMBOLS = {
     "llama_mtp_set_embeddings_nextn": ([_c_ctx, ctypes.c_bool, ctypes.c_bool], None),
     "llama_mtp_get_embeddings_nextn_ith": ([_c_ctx, ctypes.c_int32], ctypes.POINTER(ctypes.c_float)),
     "llama_mtp_set_nextn_layer_offset": ([_c_ctx, ctypes.c_int32], None),
+    "llama_medusa_n_heads": ([_c_model], ctypes.c_int32),
+    "llama_medusa_n_cols": ([_c_model], ctypes.c_int32),
+    "llama_medusa_set_enabled": ([_c_ctx, ctypes.c_bool], None),
+    "llama_medusa_get_logits_ith": ([_c_ctx, ctypes.c_int32], ctypes.POINTER(ctypes.c_float)),
 }
 
 

@@ -54,13 +54,15 @@ def distill_data(target, prompts, out, max_tokens, temp, top_p, top_k, seed, top
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=str))
 @click.argument("target", type=click.Path(exists=True, dir_okay=False, path_type=str))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str), help="Heads directory.")
-@click.option("--method", type=click.Choice(["fastmtp", "mtp-d"]), default="fastmtp", show_default=True,
-              help="fastmtp: shared layer over K recursive steps, CE; mtp-d: plus KL(target || head) on top-k logits.")
+@click.option("--method", type=click.Choice(["fastmtp", "mtp-d", "medusa"]), default="fastmtp", show_default=True,
+              help="fastmtp: shared layer over K recursive steps, CE; mtp-d: plus KL(target || head) on top-k "
+                   "logits; medusa: TARGET's Medusa heads (convert --heads medusa), per-head CE + KL.")
 @click.option("--steps", type=int, default=200, show_default=True, help="Optimizer steps.")
 @click.option("-K", "--n-predict", type=int, default=3, show_default=True, help="Recursive steps per position.")
 @click.option("--beta", type=float, default=0.6, show_default=True,
               help="Step weights alpha_k proportional to beta^(k-1).")
-@click.option("--kl-weight", type=float, default=1.0, show_default=True, help="mtp-d: weight of the KL term.")
+@click.option("--kl-weight", type=float, default=1.0, show_default=True,
+              help="mtp-d and medusa: weight of the KL term (0 = CE only).")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Windows per step and process.")
 @click.option("--seq-len", type=int, default=128, show_default=True, help="Window length in tokens.")
 @click.option("--lr", type=float, default=1e-4, show_default=True)
@@ -76,7 +78,9 @@ def distill_data(target, prompts, out, max_tokens, temp, top_p, top_k, seed, top
 def finetune_cmd(data, target, out, method, steps, n_predict, beta, kl_weight, batch_size, seq_len, lr, warmup,
                  weight_decay, response_only, save_every, seed, no_resume, cpu, mixed_precision, quiet):
     """Fine-tune TARGET's MTP heads on DATA (from distill-data) with FastMTP or
-    MTP-D; the heads are read from TARGET, its embedding and LM head stay
+    MTP-D, or its Medusa heads (--method medusa: head k reads the target's
+    hidden state h_t and learns token t+k+2, weighted beta^k); the heads are
+    read from TARGET, its embedding and LM head stay
     frozen. Writes OUT/heads.safetensors, OUT/heads.json, OUT/train_log.jsonl
     and checkpoints (rerun to resume). Several GPUs:
     accelerate launch -m gguf_mtp.train DATA TARGET --out OUT ..."""

@@ -16,6 +16,11 @@ CPU and on several GPUs, ``accelerate launch -m gguf_mtp.train ...``):
     The same recursion; each step's loss adds ``kl_weight`` x KL(target || head)
     on the recorded top-k target logits (the target's distribution renormalised
     over its top k, the head's full-vocabulary log-probabilities at those ids).
+``medusa``
+    The target GGUF's Medusa heads (``convert --heads medusa``): head k reads
+    h_t and predicts token t+k+2; per-head loss CE + ``kl_weight`` x KL to the
+    recorded top-k, heads weighted by beta^k normalised
+    (:mod:`gguf_mtp.train.heads_medusa`). ``n_predict`` is not used.
 
 The trunk's embedding and LM head are frozen (shared with the trunk); only the
 MTP block trains. AdamW, linear warmup then cosine decay to ``min_lr_ratio``.
@@ -40,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-METHODS = ("fastmtp", "mtp-d")
+METHODS = ("fastmtp", "mtp-d", "medusa")
 
 
 @dataclass
@@ -255,13 +260,21 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
 
-    heads = load_heads(cfg.target)
-    module = heads.module.train()
+    medusa = cfg.method == "medusa"
+    if medusa:
+        from .heads_medusa import load_medusa, medusa_losses, save_medusa
+
+        module = load_medusa(cfg.target).train()
+        loss_fn, min_len = medusa_losses, module.n_heads + 2
+    else:
+        heads = load_heads(cfg.target)
+        module = heads.module.train()
+        loss_fn, min_len = mtp_losses, cfg.n_predict + 2
     params = [p for p in module.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
 
-    data = WindowDataset(cfg.data, cfg.seq_len, min_len=cfg.n_predict + 2)
+    data = WindowDataset(cfg.data, cfg.seq_len, min_len=min_len)
     sampler = EpochSampler(len(data), cfg.seed)
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
                                          drop_last=len(data) >= cfg.batch_size * acc.num_processes)
@@ -304,7 +317,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
             if step >= cfg.steps:
                 break
             with acc.autocast():
-                loss, m = mtp_losses(module, batch, cfg)
+                loss, m = loss_fn(module, batch, cfg)
             opt.zero_grad(set_to_none=True)
             acc.backward(loss)
             if cfg.grad_clip > 0:
@@ -331,9 +344,12 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     acc.wait_for_everyone()
     if acc.is_main_process:
         model = acc.unwrap_model(module)
-        state = {f"mtp.{k}": v for k, v in model.mtp_state_dict().items()}
-        save_heads(out, state, heads.layout, cfg.target,
-                   extra={"training": {**asdict(cfg), "steps_done": step}, "last_step": last})
+        extra = {"training": {**asdict(cfg), "steps_done": step}, "last_step": last}
+        if medusa:
+            save_medusa(out, model, cfg.target, extra=extra)
+        else:
+            state = {f"mtp.{k}": v for k, v in model.mtp_state_dict().items()}
+            save_heads(out, state, heads.layout, cfg.target, extra=extra)
     return FinetuneResult(out, step, start, last)
 
 

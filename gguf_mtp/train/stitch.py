@@ -66,6 +66,8 @@ def stitch(target: str | Path, heads_dir: str | Path, out: str | Path, *, head_t
     if out.resolve() == src.path.resolve():
         raise StitchError(f"{out}: write to a new file, not over the target")
     state, meta = read_heads_dir(heads_dir)
+    if meta.get("kind") == "medusa":
+        return _stitch_medusa(src, state, meta, out, head_type, progress)
     kv = src.header.kv
     arch = kv.get("general.architecture")
     n_heads = int(kv.get(f"{arch}.nextn_predict_layers", 0) or 0)
@@ -115,6 +117,33 @@ def stitch(target: str | Path, heads_dir: str | Path, out: str | Path, *, head_t
     align = int(kv.get("general.alignment", 32))
     write_gguf(out, entries, tensors, alignment=align, progress=progress, desc="Stitching")
     return StitchResult(out, sorted(names), types)
+
+
+def _stitch_medusa(src, state, meta, out: Path, head_type: str | None, progress: bool) -> StitchResult:
+    """Trained Medusa heads into TARGET (replacing its medusa.* blocks)."""
+    from gguf import GGMLQuantizationType
+
+    from ..medusa import MedusaError, block_name, write_heads
+    from .heads_medusa import medusa_from_dir
+
+    heads = medusa_from_dir(state, meta)
+    names = {t.name: t for t in src.tensors()}
+    if head_type is None:
+        first = names.get(block_name(0, 0, "weight"))
+        if first is None:
+            raise StitchError(f"{src.path}: has no Medusa heads and no --head-type was given")
+        type_name = GGMLQuantizationType(first.gtype).name
+        head_type = next((k for k, v in HEAD_TYPES.items() if v == type_name), None)
+        if head_type is None:
+            raise StitchError(f"TARGET's Medusa blocks are {type_name}; pick --head-type from "
+                              f"{', '.join(HEAD_TYPES)}")
+    try:
+        path = write_heads(src.path, heads, out, head_type=head_type, init="trained", progress=progress)
+    except MedusaError as e:
+        raise StitchError(str(e)) from None
+    replaced = sorted(n for n in (block_name(k, l, p) for k in range(heads.n_heads)
+                                  for l in range(heads.n_layers) for p in ("weight", "bias")))
+    return StitchResult(path, replaced, {n: HEAD_TYPES[head_type] for n in replaced if n.endswith("weight")})
 
 
 __all__ = ["HEAD_TYPES", "StitchError", "StitchResult", "encode_tensor", "stitch"]

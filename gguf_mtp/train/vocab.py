@@ -8,7 +8,10 @@ self-distilled data (``gguf-mtp distill-data``), keeps the N most frequent
 (end-of-generation tokens always included) and writes, for every MTP block,
 ``blk.i.nextn.draft_head``: those N rows of the block's LM head, copied byte
 for byte at their stored type, in frequency order. The token ids go into the
-key ``gguf_mtp.draft_vocab`` (int32 array, same order).
+key ``gguf_mtp.draft_vocab`` (int32 array, same order). A GGUF with Medusa
+heads also gets ``medusa.draft_head``: the same rows of the trunk's LM head,
+one projection shared by every Medusa head (patch 0007), so the target pass
+computes K x N head logits instead of K x n_vocab.
 
 The patched MTP graph (patch 0006) then computes only N logits per draft step
 (zero-padded to the vocabulary size, so the runtime's buffers keep their
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..gguf_rewrite import ARRAY, INT32, SourceFile, Tensor, encode_kv, write_gguf
+from ..gguf_rewrite import ARRAY, INT32, STRING, SourceFile, Tensor, encode_kv, write_gguf
 from ..inspect_gguf import DRAFT_VOCAB_KEY, read_int_array, tensor_nbytes
 
 #: GGUF architectures whose MTP graph reads blk.i.nextn.draft_head (patch 0006)
@@ -103,16 +106,21 @@ def _head_rows(src: SourceFile, block: int, ids: np.ndarray) -> Tensor:
 def compress_vocab(target: str | Path, data_dir: str | Path, out: str | Path, size: int, *,
                    responses_only: bool = False, progress: bool = True) -> CompressResult:
     """Write TARGET with a draft vocabulary of ``size`` tokens as OUT."""
+    from ..medusa import DRAFT_HEAD, block_name
+
     src = SourceFile.open(target)
     kv = src.header.kv
     arch = kv.get("general.architecture")
-    if arch not in SUPPORTED_ARCHS:
-        raise VocabError(f"{target}: vocabulary compression runs in the MTP graphs of "
-                         f"{', '.join(SUPPORTED_ARCHS)}; this file is {arch!r}")
     n_blocks = int(kv[f"{arch}.block_count"])
     n_nextn = int(kv.get(f"{arch}.nextn_predict_layers", 0))
-    if n_nextn == 0:
-        raise VocabError(f"{target}: no MTP layers to draft with")
+    has_medusa = block_name(0, 0, "weight") in {t[0] for t in src.header.tensors}
+    if n_nextn and arch not in SUPPORTED_ARCHS and not has_medusa:
+        raise VocabError(f"{target}: vocabulary compression runs in the MTP graphs of "
+                         f"{', '.join(SUPPORTED_ARCHS)} (and in Medusa heads of any arch); this file is {arch!r}")
+    if arch not in SUPPORTED_ARCHS:
+        n_nextn = 0          # Medusa heads only
+    if n_nextn == 0 and not has_medusa:
+        raise VocabError(f"{target}: no MTP layers or Medusa heads to draft with")
     if "output.bias" in {t[0] for t in src.header.tensors}:
         raise VocabError(f"{target}: an LM head with a bias is not supported by the draft head")
     tokens = kv.get("tokenizer.ggml.tokens")
@@ -128,9 +136,15 @@ def compress_vocab(target: str | Path, data_dir: str | Path, out: str | Path, si
 
     blocks = list(range(n_blocks - n_nextn, n_blocks))
     drafts = [_head_rows(src, b, ids) for b in blocks]
-    entries = [src.raw_kv(k) for k in src.header.kv if k != DRAFT_VOCAB_KEY]
+    if has_medusa:       # one compressed projection shared by the Medusa heads (same ids)
+        rows = _head_rows(src, -1, ids)
+        drafts.append(Tensor(DRAFT_HEAD, rows.shape, rows.gtype, data=rows.data))
+    entries = [src.raw_kv(k) for k in src.header.kv
+               if k != DRAFT_VOCAB_KEY and not (has_medusa and k == "gguf_mtp.medusa.projection")]
     entries.append(encode_kv(DRAFT_VOCAB_KEY, ARRAY, [int(t) for t in ids], etype=INT32))
-    kept = [t for t in src.tensors() if not t.name.endswith(".nextn.draft_head.weight")]
+    if has_medusa:
+        entries.append(encode_kv("gguf_mtp.medusa.projection", STRING, "draft"))
+    kept = [t for t in src.tensors() if not t.name.endswith(".nextn.draft_head.weight") and t.name != DRAFT_HEAD]
     align = int(kv.get("general.alignment", 32))
     path = write_gguf(out, entries, kept + drafts, alignment=align, progress=progress, desc="Writing")
     return CompressResult(path, len(ids), coverage, blocks)

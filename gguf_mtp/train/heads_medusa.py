@@ -1,0 +1,147 @@
+"""Medusa heads in PyTorch: loaded from a GGUF, trained, written back.
+
+The module mirrors :class:`gguf_mtp.medusa.MedusaHeads` (and patch 0007's
+graph): head k maps the trunk's post-norm hidden state h_t through L residual
+blocks ``x + SiLU(W x + b)`` and projects with the trunk's LM head (frozen;
+or its own projection, trained) to predict token t+k+2.
+
+Per-head loss (self-distillation: the recorded sequences are the target's own
+output): ``CE(x_{t+k+2}) + kl_weight * KL(target || head)`` on the target's
+recorded top-k distribution for that token, weighted across heads by
+``beta^k`` normalised (:func:`gguf_mtp.train.finetune.step_weights`).
+A heads directory holds ``heads.safetensors`` (``medusa.w`` [K, L, n, n],
+``medusa.b`` [K, L, n], optionally ``medusa.output`` [K, V, n]) and
+``heads.json`` with ``"kind": "medusa"``; ``gguf-mtp stitch`` writes it back.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..medusa import MedusaHeads, read_heads
+from .heads_common import GGUFView, HeadsError
+
+KIND = "medusa"
+
+
+def lm_head_of(view: GGUFView) -> np.ndarray:
+    """The trunk's LM head [n_vocab, n_embd] (the tied embedding when there is no output.weight)."""
+    name = "output.weight" if "output.weight" in view.tensors else "token_embd.weight"
+    return view.array(name)
+
+
+class MedusaModule(nn.Module):
+    def __init__(self, heads: MedusaHeads, lm_head: np.ndarray):
+        super().__init__()
+        self.w = nn.Parameter(torch.from_numpy(np.array(heads.w, dtype=np.float32)))
+        self.b = nn.Parameter(torch.from_numpy(np.array(heads.b, dtype=np.float32)))
+        self.output = (nn.Parameter(torch.from_numpy(np.array(heads.output, dtype=np.float32)))
+                       if heads.output is not None else None)
+        self.register_buffer("lm_head", torch.from_numpy(np.ascontiguousarray(lm_head, dtype=np.float32)),
+                             persistent=False)
+        self.init = heads.init
+
+    @property
+    def n_heads(self) -> int:
+        return self.w.shape[0]
+
+    def features(self, h: torch.Tensor, k: int) -> torch.Tensor:
+        x = h
+        for l in range(self.w.shape[1]):
+            x = x + F.silu(x @ self.w[k, l].T + self.b[k, l])
+        return x
+
+    def forward(self, h: torch.Tensor, k: int) -> torch.Tensor:
+        """Head k's logits for hidden rows ``h`` (..., n_embd)."""
+        proj = self.output[k] if self.output is not None else self.lm_head
+        return self.features(h, k) @ proj.T
+
+    def to_heads(self, init: str = "trained") -> MedusaHeads:
+        out = self.output.detach().cpu().numpy() if self.output is not None else None
+        return MedusaHeads(self.w.detach().cpu().numpy().astype(np.float32),
+                           self.b.detach().cpu().numpy().astype(np.float32), out, init=init)
+
+
+def load_medusa(target: str | Path) -> MedusaModule:
+    view = GGUFView.open(target)
+    heads = read_heads(view)
+    if heads is None:
+        raise HeadsError(f"{target}: no Medusa heads to train; add them with "
+                         "'gguf-mtp convert --heads medusa' (or gguf_mtp.medusa.write_heads)")
+    return MedusaModule(heads, lm_head_of(view))
+
+
+def medusa_losses(module, batch: dict[str, torch.Tensor], cfg) -> tuple[torch.Tensor, dict]:
+    """Sum over heads of beta-weighted CE (+ kl_weight x KL to the recorded top-k)."""
+    from .finetune import step_weights
+
+    m = getattr(module, "module", module)                 # DistributedDataParallel wraps it
+    x, h, valid = batch["tokens"], batch["hidden"], batch["valid"]
+    use = valid & batch["response"] if cfg.response_only else valid
+    T = x.shape[1]
+    K = m.n_heads
+    alphas = step_weights(K, cfg.beta)
+    total = h.new_zeros((), dtype=torch.float32)
+    metrics = {"ce": [], "kl": [], "acc": [], "n": []}
+    for k in range(K):
+        n = T - k - 2
+        if n <= 0:
+            break
+        logits = module(h[:, :n], k)
+        target = x[:, k + 2:k + 2 + n]
+        mask = use[:, k + 2:k + 2 + n]
+        logp = F.log_softmax(logits.float(), dim=-1)
+        nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        denom = mask.sum().clamp(min=1)
+        ce = (nll * mask).sum() / denom
+        loss = ce
+        if cfg.kl_weight > 0:
+            tv, ti = batch["topk_values"][:, k + 1:k + 1 + n], batch["topk_indices"][:, k + 1:k + 1 + n]
+            p = F.softmax(tv, dim=-1)
+            kl = (p * (torch.log(p.clamp(min=1e-30)) - logp.gather(-1, ti))).sum(-1)
+            kl = (kl * mask).sum() / denom
+            loss = loss + cfg.kl_weight * kl
+            metrics["kl"].append(float(kl.detach()))
+        total = total + alphas[k] * loss
+        with torch.no_grad():
+            acc = ((logits.argmax(-1) == target) & mask).sum() / denom
+        metrics["ce"].append(float(ce.detach()))
+        metrics["acc"].append(float(acc))
+        metrics["n"].append(int(mask.sum()))
+    return total, metrics
+
+
+def save_medusa(out_dir: str | Path, module: MedusaModule, source: str | Path, extra: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    from .heads import HEADS_FILE, HEADS_META
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {"medusa.w": module.w.detach().float().cpu().contiguous(),
+               "medusa.b": module.b.detach().float().cpu().contiguous()}
+    if module.output is not None:
+        tensors["medusa.output"] = module.output.detach().float().cpu().contiguous()
+    save_file(tensors, str(out / HEADS_FILE))
+    meta = {"kind": KIND, "n_heads": module.n_heads, "n_layers": int(module.w.shape[1]),
+            "n_embd": int(module.w.shape[-1]), "init": module.init, "source_gguf": str(source)}
+    meta.update(extra or {})
+    (out / HEADS_META).write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def medusa_from_dir(state: dict[str, torch.Tensor], meta: dict) -> MedusaHeads:
+    out = state.get("medusa.output")
+    return MedusaHeads(state["medusa.w"].numpy(), state["medusa.b"].numpy(),
+                       out.numpy() if out is not None else None, init="trained",
+                       meta={"trained_from": meta.get("init")})
+
+
+__all__ = ["KIND", "MedusaModule", "load_medusa", "medusa_losses", "save_medusa", "medusa_from_dir",
+           "lm_head_of"]
