@@ -21,7 +21,7 @@ import pytest
 
 from gguf_mtp.runtime import Engine, RuntimeOptions
 from gguf_mtp.runtime.tree import (ROOT, DraftTree, choose_method, has_recurrent_layers,
-                                   splits_by_sequence, verify_tree_greedy)
+                                   splits_by_sequence, verify_tree, verify_tree_greedy)
 
 PROMPT = "def fibonacci(n):\n"
 N_SEQ = 16
@@ -143,6 +143,41 @@ def test_consecutive_tree_verifies_on_the_default_model(default_gguf):
     with Engine(default_gguf("f32"), RuntimeOptions(**OPTS)) as eng:
         assert has_recurrent_layers(eng)
         _decode_with_oracle_trees(eng, "auto", seed=2, check_diverse=False)
+
+
+def test_verify_tree_follows_a_custom_choose(default_gguf):
+    """``choose`` decides the walk: it gets each visited node's target logits
+    (those of a fresh run over the same path) and the accepted tokens so far;
+    the cache then holds exactly the accepted path."""
+    with Engine(default_gguf("f32"), RuntimeOptions(**OPTS)) as eng:
+        toks = eng.tokenize(PROMPT)
+        pos = len(toks)
+        t = _prefill(eng, toks)
+        a, b, c, x = 11, 22, 33, 44
+        tree = DraftTree.from_chains(t, [[a, b, 5], [a, c], [7, 8]])
+        script = {(): a, (a,): b, (a, b): x}           # x is no child of [a, b]: the bonus token
+        calls = []
+
+        def choose(logits, path):
+            calls.append((np.array(logits, copy=True), list(path)))
+            return script[tuple(path)]
+
+        res = verify_tree(eng, pos, tree, choose=choose)
+        assert res.tokens == [a, b] and res.next_token == x and res.method == "flat"
+        assert [tree.tokens[i] for i in res.accepted_path] == [a, b]
+        assert [p for _, p in calls] == [[], [a], [a, b]]
+        _check_cache(eng, pos + 2)
+        eng.target_decode([x], pos + 3, [True])
+        after = eng.target_logits(0).copy()
+
+        # a fresh run over prompt + [t, a, b, x] gives the same logits
+        eng.clear()
+        path = toks + [t, a, b, x]
+        eng.target_decode(path, 0, [False] * pos + [True] * 4)
+        fresh = [eng.target_logits(pos + i).copy() for i in range(4)]   # after t, a, b, x
+    for (got, _), want in zip(calls, fresh[:3]):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(after, fresh[3], rtol=1e-3, atol=1e-3)
 
 
 def _decode_with_oracle_trees(eng, method, seed, n=56, check_diverse=True):

@@ -3,9 +3,13 @@
 Prefill the prompt, then repeat: choose a draft length (fixed or auto),
 let the drafter propose, verify ``[t, d_1..d_K]`` in one target pass, keep the
 accepted prefix plus the target's own next token, roll the target cache back
-past the first rejection, and tell the drafter. Greedy verification is an
-exact match; with temperature > 0 the speculative-sampling rejection rule keeps
-the output distributed exactly as the target's.
+past the first rejection, and tell the drafter. Deterministic drafts (chains
+without ``q``, and draft trees) are verified by the match rule: the target
+chooses its own token at each position (argmax, or a draw from its sampling
+distribution) and a draft is kept when it equals that choice, so a seeded
+sampled run reproduces plain sampling token for token. Drafts sampled from a
+drafter distribution ``q`` go through the speculative-sampling rejection rule;
+either way the output is distributed exactly as the target's.
 
 :func:`decode` is a generator of the tokens each pass produced, so callers can
 stream and stop early (stop strings); :class:`GenerationStats` is filled as it
@@ -23,8 +27,8 @@ import numpy as np
 from .autodraft import AutoDraft, cost_model
 from .drafters import Drafter, make_drafter
 from .engine import Engine
-from .sampling import Sampler, SamplingParams, verify_chain, verify_chain_greedy
-from .tree import verify_tree_greedy
+from .sampling import Sampler, SamplingParams, verify_chain
+from .tree import verify_tree
 
 
 def acceptance_per_position(drafted: list[int], accepted: list[int], k_max: int | None = None) -> list[float]:
@@ -160,8 +164,10 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
 
             b = time.perf_counter()
             tree = proposal.tree if proposal else None
-            if tree is not None and params.greedy and params.repeat_penalty == 1.0:
-                res = verify_tree_greedy(eng, pos, tree, want_hidden=dr.needs_hidden)
+            if tree is not None:
+                # one target choice per visited node, in emission order (see tree.py: lossless)
+                res = verify_tree(eng, pos, tree, want_hidden=dr.needs_hidden,
+                                  choose=lambda logits, path, ctx=ctx: _choose(sampler, logits, ctx + path))
                 proposal.tokens = drafts = res.tokens        # the accepted branch
                 n_acc, nxt, hidden, n_drafted = len(drafts), res.next_token, res.hidden, tree.depth
                 st.tree_nodes += len(tree)
@@ -205,23 +211,22 @@ def _verify_chain(eng: Engine, sampler: Sampler, params: SamplingParams, history
     verify = [tok] + drafts
     eng.target_decode(verify, pos, [True] * len(verify))
     ctx = history + [tok]
-    if params.greedy:
-        targets = [_choose(sampler, eng.target_logits(j), ctx + drafts[:j]) for j in range(len(verify))]
-        n_acc, nxt = verify_chain_greedy(targets, drafts)
+    if params.greedy or not proposal or proposal.q is None:
+        # match rule (deterministic drafts): the target's own choice at each
+        # position until the first mismatch; one sampler draw per emitted token
+        n_acc = 0
+        while True:
+            nxt = _choose(sampler, eng.target_logits(n_acc), ctx + drafts[:n_acc])
+            if n_acc == len(drafts) or nxt != drafts[n_acc]:
+                break
+            n_acc += 1
     else:
         ps = [sampler.distribution(eng.target_logits(j), ctx + drafts[:j]) for j in range(len(verify))]
-        qs = proposal.q if proposal and proposal.q is not None else [_one_hot(len(ps[0]), d) for d in drafts]
-        n_acc, nxt = verify_chain(ps, qs, drafts, sampler.rng)
+        n_acc, nxt = verify_chain(ps, proposal.q, drafts, sampler.rng)
     hidden = eng.target_hidden(len(verify)) if dr.needs_hidden else None
     if n_acc < len(drafts):
         eng.target_truncate(pos + n_acc + 1)
     return n_acc, nxt, hidden
-
-
-def _one_hot(n: int, i: int) -> np.ndarray:
-    q = np.zeros(n, dtype=np.float64)
-    q[i] = 1.0
-    return q
 
 
 class _Empty:

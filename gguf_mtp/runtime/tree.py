@@ -1,17 +1,43 @@
-"""Greedy verification of a draft TREE in one target pass.
+"""Verification of a draft TREE in one target pass, greedy or sampled.
 
 A tree is rooted at the last sampled token ``t`` (position ``pos``, not yet in
 the target cache); every node is a draft token whose parent is the token
 before it. One ``llama_process`` call runs the root and every node, the
-target's greedy choices are walked down the tree, and afterwards the target
-cache holds exactly the prompt, the root and the accepted nodes in sequence 0
+target's choices are walked down the tree, and afterwards the target cache
+holds exactly the prompt, the root and the accepted nodes in sequence 0
 (positions ``0 .. pos + n_accepted``, no other sequence left), so decoding
-goes on exactly as plain greedy decoding would. The target's NextN hidden
-states of the root and the accepted nodes come back for the MTP catch-up.
+goes on exactly as plain decoding would. The target's NextN hidden states of
+the root and the accepted nodes come back for the MTP catch-up.
 
     tree = DraftTree.from_topk(t, [[0], [1], [0, 0], [0, 1], [0, 0, 0]], candidates)
     res = verify_tree_greedy(eng, pos, tree)
     # res.tokens accepted, res.next_token is the bonus, next decode at pos + len(res.tokens) + 1
+
+The walk (:func:`verify_tree`): at the current node (the root first), the
+target picks ``x = choose(logits of that node, accepted draft tokens so far)``;
+if ``x`` is a child of the node, descend to it, else ``x`` is the bonus token
+and the walk ends. ``choose`` defaults to the argmax (greedy).
+
+Sampling
+--------
+
+With ``choose`` = a draw from the target distribution ``p`` (temperature,
+top-k/p, repeat penalty on the history plus the path), the walk is exactly
+lossless for a DETERMINISTIC tree (its tokens do not depend on the random
+draws of this pass): every emitted token is a draw from ``p`` at its
+position, given the tokens emitted before it; the tree only computes the
+target's logits in advance for the positions the walk might reach. A node is
+accepted exactly when the target's own sample equals it. With one uniform per
+draw, the random numbers are used once per emitted token in emission order,
+so a seeded run reproduces plain sampling token for token (up to float
+differences between batched and single-row logits).
+
+This is not SpecInfer-style multi-draft rejection sampling (Miao et al.,
+2023), which accepts children SAMPLED from a drafter distribution ``q`` with
+probability ``min(1, p/q)`` against a residual and can accept more often when
+``q`` is good. Our trees are deterministic (top-k / n-gram candidates, ``q``
+one-hot at each child), where that rule gains nothing over the match rule;
+the match rule is exact and simple and needs no ``q``.
 
 What llama.cpp 0c1e57098 does with multi-sequence tokens
 --------------------------------------------------------
@@ -253,7 +279,7 @@ class TreeResult:
     accepted_path: list[int]
     #: their tokens (the accepted draft tokens)
     tokens: list[int]
-    #: the target's greedy token after the accepted path (the bonus token)
+    #: the target's token after the accepted path (the bonus token)
     next_token: int
     #: target NextN hidden states of the root and the accepted nodes,
     #: shape (1 + len(tokens), n_embd); None when the model has no MTP layers
@@ -401,8 +427,13 @@ def _hidden_rows(eng: Engine, rows: list[int]) -> np.ndarray | None:
     return eng.target_hidden_rows(rows) if eng.has_mtp else None
 
 
-def verify_tree_greedy(eng: Engine, pos: int, tree: DraftTree, *, method: str = "auto",
-                       pad_token: int | None = None, want_hidden: bool = True) -> TreeResult:
+def _argmax(logits: np.ndarray, path_tokens: list[int]) -> int:
+    return int(np.argmax(logits))
+
+
+def verify_tree(eng: Engine, pos: int, tree: DraftTree, *,
+                choose: Callable[[np.ndarray, list[int]], int] | None = None, method: str = "auto",
+                pad_token: int | None = None, want_hidden: bool = True) -> TreeResult:
     """Verify ``tree`` (root = the token at ``pos``) in one target pass.
 
     Before: the target cache holds positions ``0 .. pos-1`` in sequence 0
@@ -411,10 +442,17 @@ def verify_tree_greedy(eng: Engine, pos: int, tree: DraftTree, *, method: str = 
     else; the next plain decode is at ``pos + n_accepted + 1`` with
     ``result.next_token``.
 
+    ``choose(logits_row, path_tokens)`` is the target's token at a node, given
+    that node's target logits and the accepted draft tokens so far (root
+    excluded); it is called once per node the walk visits (``n_accepted + 1``
+    times), from the root down. Default: the argmax (greedy). A sampling
+    ``choose`` keeps the output distributed as the target's (module docstring).
+
     ``method``: "auto" (see :func:`choose_method`), "shared", "flat" or
     "chain" (only for a tree with one leaf). ``pad_token`` fills short flat
     branches (default: the leaf's own token; its value does not matter).
     """
+    choose = _argmax if choose is None else choose
     if pos < 1:
         raise ValueError("the target cache must hold at least one token before a tree verify")
     if method == "auto":
@@ -430,15 +468,17 @@ def verify_tree_greedy(eng: Engine, pos: int, tree: DraftTree, *, method: str = 
         _seq(eng, "cp", 0, s, -1, -1)
     eng.target_decode_rows(rows)
 
-    # walk the target's greedy choices down the tree
+    # walk the target's choices down the tree
     path: list[int] = []
+    toks: list[int] = []
     node = ROOT
     while True:
-        g = int(np.argmax(eng.target_logits(row_of[node])))
+        g = int(choose(eng.target_logits(row_of[node]), list(toks)))
         child = tree._kids[node].get(g)
         if child is None:
             break
         path.append(child)
+        toks.append(g)
         node = child
     n_acc = len(path)
     hidden = _hidden_rows(eng, [row_of[ROOT]] + [row_of[i] for i in path]) if want_hidden else None
@@ -456,8 +496,14 @@ def verify_tree_greedy(eng: Engine, pos: int, tree: DraftTree, *, method: str = 
         last = int(_seq_pos_max(eng, 0))
         if last > end and not _seq(eng, "rm", 0, end + 1, -1):
             raise RuntimeErrorLlama(f"target cache cannot roll back the accepted branch to position {end + 1}")
-    return TreeResult(accepted_path=path, tokens=[tree.tokens[i] for i in path], next_token=g,
+    return TreeResult(accepted_path=path, tokens=toks, next_token=g,
                       hidden=hidden, method=method, n_rows=len(rows), n_seqs=n_seqs)
+
+
+def verify_tree_greedy(eng: Engine, pos: int, tree: DraftTree, *, method: str = "auto",
+                       pad_token: int | None = None, want_hidden: bool = True) -> TreeResult:
+    """:func:`verify_tree` with the target's greedy (argmax) choices."""
+    return verify_tree(eng, pos, tree, method=method, pad_token=pad_token, want_hidden=want_hidden)
 
 
 def _seq_pos_max(eng: Engine, seq: int) -> int:
@@ -467,5 +513,5 @@ def _seq_pos_max(eng: Engine, seq: int) -> int:
     return eng.L.llama_memory_seq_pos_max(eng.mem, seq)
 
 
-__all__ = ["DraftTree", "TreeResult", "ROOT", "METHODS", "verify_tree_greedy", "has_recurrent_layers",
+__all__ = ["DraftTree", "TreeResult", "ROOT", "METHODS", "verify_tree", "verify_tree_greedy", "has_recurrent_layers",
            "splits_by_sequence", "choose_method"]
