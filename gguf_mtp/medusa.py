@@ -249,5 +249,17 @@ def write_heads(target: str | Path, heads: MedusaHeads, out: str | Path, *, head
     return write_gguf(out, entries, kept + new, alignment=align, progress=progress, desc="Writing heads")
 
 
-__all__ = ["MedusaHeads", "MedusaError", "init_scratch", "init_recycled", "recycled_block", "read_heads",
-           "write_heads", "block_name", "output_name", "DRAFT_HEAD", "INITS", "PROJECTIONS"]
+__all__ = [
+    "DRAFT_HEAD",
+    "INITS",
+    "PROJECTIONS",
+    "MedusaError",
+    "MedusaHeads",
+    "block_name",
+    "init_recycled",
+    "init_scratch",
+    "output_name",
+    "read_heads",
+    "recycled_block",
+    "write_heads",
+]

@@ -68,6 +68,6 @@ def test_eos_and_length_limits(default_gguf):
 def test_unknown_drafter_and_bad_draft(default_gguf):
     with Engine(default_gguf("f32"), RuntimeOptions(n_threads=2, draft_max=4)) as eng:
         with pytest.raises(ValueError, match="unknown drafter"):
-            generate(eng, "x", 4, drafter="medusa")
+            generate(eng, "x", 4, drafter="lookahead")
         with pytest.raises(ValueError, match="draft must be .auto. or in 0..4"):
             generate(eng, "x", 4, drafter="mtp", draft=9)

@@ -12,9 +12,26 @@ import pytest
 from click.testing import CliRunner
 
 from gguf_mtp.cli import main
-from gguf_mtp.medusa import (DRAFT_HEAD, KEY_HEADS, KEY_INIT, KEY_LAYERS, KEY_PROJECTION, MedusaError,
-                             init_recycled, init_scratch, read_heads, recycled_block, write_heads)
-from gguf_mtp.runtime import Engine, RuntimeOptions, SamplingParams, generate, make_drafter
+from gguf_mtp.medusa import (
+    DRAFT_HEAD,
+    KEY_HEADS,
+    KEY_INIT,
+    KEY_LAYERS,
+    KEY_PROJECTION,
+    MedusaError,
+    init_recycled,
+    init_scratch,
+    read_heads,
+    recycled_block,
+    write_heads,
+)
+from gguf_mtp.runtime import (
+    Engine,
+    RuntimeOptions,
+    SamplingParams,
+    generate,
+    make_drafter,
+)
 from gguf_mtp.runtime.drafters import MedusaDrafter, parse_tree
 from gguf_mtp.train.heads_common import GGUFView
 
@@ -89,8 +106,14 @@ def test_own_projection_and_compressed_vocabulary(default_gguf, tmp_path):
     assert _graph_vs_reference(own, heads, lm_head) < 2e-3    # f16 blocks and projection
 
     # a compressed projection shared by the heads: only N columns computed, the rest -inf
-    from gguf_mtp.gguf_rewrite import ARRAY, INT32, SourceFile, encode_kv, write_gguf
-    from gguf_mtp.gguf_rewrite import Tensor
+    from gguf_mtp.gguf_rewrite import (
+        ARRAY,
+        INT32,
+        SourceFile,
+        Tensor,
+        encode_kv,
+        write_gguf,
+    )
     from gguf_mtp.inspect_gguf import DRAFT_VOCAB_KEY
 
     heads = _random_heads(src, n_heads=2, n_layers=1, seed=2)
@@ -186,7 +209,8 @@ def test_medusa_drafting_is_lossless_under_greedy(medusa_q8, tree):
             plain = generate(eng, prompt, 40, drafter="none")
             spec = generate(eng, prompt, 40, drafter=dr, draft=3)
             assert spec.tokens == plain.tokens
-            assert spec.stats.target_passes < plain.stats.target_passes or tree == "chain"
+            assert sum(spec.stats.drafted) > 0             # (untrained heads: acceptance is ~0)
+            assert (spec.stats.tree_nodes > 0) == (tree != "chain")
 
 
 def test_medusa_drafting_under_sampling_keeps_plain_sampling(medusa_q8):

@@ -198,8 +198,8 @@ class NgramTreeDrafter(Drafter):
     """Prompt lookup with several continuations: every earlier occurrence of
     the longest matching suffix n-gram (most recent first, then shorter
     n-grams) contributes its continuation as a branch of a draft tree, verified
-    in one target pass. Deterministic; greedy decoding uses the tree, sampling
-    verifies its first branch as a chain."""
+    in one target pass. Deterministic, so the tree is verified exactly under
+    greedy decoding and sampling alike (:func:`gguf_mtp.runtime.tree.verify_tree`)."""
 
     name = "ngram-tree"
 

@@ -25,7 +25,7 @@ from typing import Iterator
 import numpy as np
 
 from .autodraft import AutoDraft, cost_model
-from .drafters import Drafter, make_drafter
+from .drafters import Drafter, Proposal, make_drafter
 from .engine import Engine
 from .sampling import Sampler, SamplingParams, verify_chain
 from .tree import verify_tree
@@ -140,6 +140,10 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
     st.n_prompt = len(prompt)
 
     eng.clear()
+    if eng.n_medusa:
+        eng.medusa_enable(dr.needs_medusa)       # the heads cost a projection per output row: only when used
+    elif dr.needs_medusa:
+        raise ValueError(f"{eng.path} has no Medusa heads: convert with --heads medusa")
     t0 = time.perf_counter()
     logits, hidden = _prefill(eng, prompt, dr.needs_hidden)
     history = list(prompt)
@@ -158,9 +162,9 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
             k = min(k, max_tokens - st.n_generated - 1)
             a = time.perf_counter()
             ctx = history + [tok]
-            proposal = dr.propose(eng, ctx, tok, pos, k, params, sampler.rng) if k > 0 else None
+            proposal = dr.propose(eng, ctx, tok, pos, k, params, sampler.rng) if k > 0 else Proposal()
             st.draft_s += time.perf_counter() - a
-            drafts = proposal.tokens if proposal else []
+            drafts = proposal.tokens
 
             b = time.perf_counter()
             tree = proposal.tree if proposal else None
@@ -170,10 +174,12 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
                                   choose=lambda logits, path, ctx=ctx: _choose(sampler, logits, ctx + path))
                 proposal.tokens = drafts = res.tokens        # the accepted branch
                 n_acc, nxt, hidden, n_drafted = len(drafts), res.next_token, res.hidden, tree.depth
+                proposal.rows = res.rows
                 st.tree_nodes += len(tree)
             else:
                 n_acc, nxt, hidden = _verify_chain(eng, sampler, params, history, tok, pos, proposal, dr)
                 n_drafted = len(drafts)
+                proposal.rows = list(range(n_acc + 1))
             st.target_s += time.perf_counter() - b
             st.target_passes += 1
             st.drafted.append(n_drafted)
@@ -182,7 +188,7 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
                 auto.update(st.drafted[-1], n_acc)
 
             d0 = time.perf_counter()
-            dr.accept(eng, tok, pos, proposal or _EMPTY, n_acc, hidden)
+            dr.accept(eng, tok, pos, proposal, n_acc, hidden)
             st.draft_s += time.perf_counter() - d0
 
             new = drafts[:n_acc] + [nxt]
@@ -227,11 +233,3 @@ def _verify_chain(eng: Engine, sampler: Sampler, params: SamplingParams, history
     if n_acc < len(drafts):
         eng.target_truncate(pos + n_acc + 1)
     return n_acc, nxt, hidden
-
-
-class _Empty:
-    tokens: list[int] = []
-    q = None
-
-
-_EMPTY = _Empty()

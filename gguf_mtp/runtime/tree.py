@@ -150,7 +150,7 @@ states, so keep ``draft_max`` near the tree depth on real models.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -289,6 +289,9 @@ class TreeResult:
     #: rows in the target batch, and sequences used (including 0)
     n_rows: int
     n_seqs: int
+    #: batch rows of the root and of the accepted nodes (the last one's logits
+    #: gave ``next_token``; a Medusa drafter reads its heads there)
+    rows: list[int] = field(default_factory=list)
 
     @property
     def n_accepted(self) -> int:
@@ -497,7 +500,8 @@ def verify_tree(eng: Engine, pos: int, tree: DraftTree, *,
         if last > end and not _seq(eng, "rm", 0, end + 1, -1):
             raise RuntimeErrorLlama(f"target cache cannot roll back the accepted branch to position {end + 1}")
     return TreeResult(accepted_path=path, tokens=toks, next_token=g,
-                      hidden=hidden, method=method, n_rows=len(rows), n_seqs=n_seqs)
+                      hidden=hidden, method=method, n_rows=len(rows), n_seqs=n_seqs,
+                      rows=[row_of[ROOT]] + [row_of[i] for i in path])
 
 
 def verify_tree_greedy(eng: Engine, pos: int, tree: DraftTree, *, method: str = "auto",

@@ -143,5 +143,12 @@ def medusa_from_dir(state: dict[str, torch.Tensor], meta: dict) -> MedusaHeads:
                        meta={"trained_from": meta.get("init")})
 
 
-__all__ = ["KIND", "MedusaModule", "load_medusa", "medusa_losses", "save_medusa", "medusa_from_dir",
-           "lm_head_of"]
+__all__ = [
+    "KIND",
+    "MedusaModule",
+    "lm_head_of",
+    "load_medusa",
+    "medusa_from_dir",
+    "medusa_losses",
+    "save_medusa",
+]
