@@ -275,3 +275,30 @@ def test_finetune_medusa_and_stitch(default_gguf, medusa_q8, tmp_path):
         plain = generate(eng, PROMPTS[0], 32, drafter="none")
         spec = generate(eng, PROMPTS[0], 32, drafter=dr, draft=3)
     assert spec.tokens == plain.tokens
+
+
+def test_training_softmax_over_nonzero_rows_is_exact():
+    """Zero LM-head rows (never-trained tokens) are folded into one column:
+    the log-probabilities equal the full-vocabulary softmax's."""
+    import torch
+
+    from gguf_mtp.train.heads_medusa import MedusaModule
+
+    rng = np.random.default_rng(0)
+    V, n = 1000, 16
+    lm = np.zeros((V, n), np.float32)
+    used = rng.choice(V, 100, replace=False)
+    lm[used] = rng.normal(size=(100, n))
+    heads = init_scratch(n, 2, 1)
+    heads.w[:] = rng.normal(0, 0.1, heads.w.shape)
+    m = MedusaModule(heads, lm)
+    assert m.compact and m.n_zero == 900
+    h = torch.from_numpy(rng.normal(size=(3, 5, n)).astype(np.float32))
+    ids = torch.from_numpy(np.concatenate([used[:3], [int(np.setdiff1d(np.arange(V), used)[0])]]))
+    ids = ids.expand(3, 5, 4)
+    for k in range(2):
+        full = torch.log_softmax(m.features(h, k) @ torch.from_numpy(lm).T, -1)
+        logp = m(h, k)
+        torch.testing.assert_close(m.token_logp(logp, ids), full.gather(-1, ids), rtol=1e-5, atol=1e-5)
+        best = full.argmax(-1)
+        assert torch.equal(m.predict(logp), best)

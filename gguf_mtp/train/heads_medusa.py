@@ -43,8 +43,20 @@ class MedusaModule(nn.Module):
         self.b = nn.Parameter(torch.from_numpy(np.array(heads.b, dtype=np.float32)))
         self.output = (nn.Parameter(torch.from_numpy(np.array(heads.output, dtype=np.float32)))
                        if heads.output is not None else None)
-        self.register_buffer("lm_head", torch.from_numpy(np.ascontiguousarray(lm_head, dtype=np.float32)),
-                             persistent=False)
+        # LM-head rows that are exactly zero (tokens a small model never trained) all give logit 0:
+        # keep the others plus one column log(#zero rows) holding their total mass, an exact
+        # full-vocabulary softmax at a fraction of the cost
+        lm_head = np.ascontiguousarray(lm_head, dtype=np.float32)
+        nonzero = np.flatnonzero(np.abs(lm_head).max(axis=1) > 0)
+        self.n_zero = len(lm_head) - len(nonzero)
+        self.compact = heads.output is None and self.n_zero > len(lm_head) // 2
+        if self.compact:
+            index = np.full(len(lm_head), -1, dtype=np.int64)
+            index[nonzero] = np.arange(len(nonzero))
+            self.register_buffer("index", torch.from_numpy(index), persistent=False)
+            self.register_buffer("keep", torch.from_numpy(nonzero), persistent=False)
+            lm_head = lm_head[nonzero]
+        self.register_buffer("lm_head", torch.from_numpy(lm_head), persistent=False)
         self.init = heads.init
 
     @property
@@ -58,9 +70,30 @@ class MedusaModule(nn.Module):
         return x
 
     def forward(self, h: torch.Tensor, k: int) -> torch.Tensor:
-        """Head k's logits for hidden rows ``h`` (..., n_embd)."""
+        """Head k's log-probabilities for hidden rows ``h`` (..., n_embd), over the
+        vocabulary (or, compacted, over the non-zero rows plus the zero rows' mass)."""
         proj = self.output[k] if self.output is not None else self.lm_head
-        return self.features(h, k) @ proj.T
+        logits = self.features(h, k) @ proj.T
+        if self.compact:
+            const = logits.new_full((*logits.shape[:-1], 1), float(np.log(self.n_zero)))
+            logits = torch.cat([logits, const], dim=-1)
+        return F.log_softmax(logits.float(), dim=-1)
+
+    def token_logp(self, logp: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """log p of token ``ids`` (same leading shape as ``logp``, any last dim)."""
+        if not self.compact:
+            return logp.gather(-1, ids)
+        j = self.index[ids]
+        lp = logp.gather(-1, j.clamp(min=0))
+        zero = logp[..., -1:].expand_as(lp) - float(np.log(self.n_zero))
+        return torch.where(j >= 0, lp, zero)
+
+    def predict(self, logp: torch.Tensor) -> torch.Tensor:
+        """The most likely token id (-1 if it is one of the zero rows)."""
+        a = logp.argmax(-1)
+        if not self.compact:
+            return a
+        return torch.where(a < len(self.keep), self.keep[a.clamp(max=len(self.keep) - 1)], -1)
 
     def to_heads(self, init: str = "trained") -> MedusaHeads:
         out = self.output.detach().cpu().numpy() if self.output is not None else None
@@ -93,24 +126,23 @@ def medusa_losses(module, batch: dict[str, torch.Tensor], cfg) -> tuple[torch.Te
         n = T - k - 2
         if n <= 0:
             break
-        logits = module(h[:, :n], k)
+        logp = module(h[:, :n], k)
         target = x[:, k + 2:k + 2 + n]
         mask = use[:, k + 2:k + 2 + n]
-        logp = F.log_softmax(logits.float(), dim=-1)
-        nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        nll = -m.token_logp(logp, target.unsqueeze(-1)).squeeze(-1)
         denom = mask.sum().clamp(min=1)
         ce = (nll * mask).sum() / denom
         loss = ce
         if cfg.kl_weight > 0:
             tv, ti = batch["topk_values"][:, k + 1:k + 1 + n], batch["topk_indices"][:, k + 1:k + 1 + n]
             p = F.softmax(tv, dim=-1)
-            kl = (p * (torch.log(p.clamp(min=1e-30)) - logp.gather(-1, ti))).sum(-1)
+            kl = (p * (torch.log(p.clamp(min=1e-30)) - m.token_logp(logp, ti))).sum(-1)
             kl = (kl * mask).sum() / denom
             loss = loss + cfg.kl_weight * kl
             metrics["kl"].append(float(kl.detach()))
         total = total + alphas[k] * loss
         with torch.no_grad():
-            acc = ((logits.argmax(-1) == target) & mask).sum() / denom
+            acc = ((m.predict(logp) == target) & mask).sum() / denom
         metrics["ce"].append(float(ce.detach()))
         metrics["acc"].append(float(acc))
         metrics["n"].append(int(mask.sum()))
