@@ -14,10 +14,13 @@ Stages (in --work, reused when present):
      measured at every step count of --steps;
   3. tau and acceptance per depth with the default static tree (draft 3,
      greedy) on the demo prompts plus shipped prompts the heads never saw,
-     every generation checked against plain greedy decoding (lossless).
-  4. tokens/s of the last heads with a compressed 4,096-token projection
-     (compress-vocab) against plain decoding and the native MTP head, same
-     process, median of --repeats.
+     every generation checked against plain greedy decoding (lossless); the
+     heads project onto the 4,096 most used tokens (compress-vocab: every
+     token the default model ever trained; over the full vocabulary the
+     never-trained rows have logit exactly 0 and outrank real candidates).
+  4. tokens/s of the last heads against plain decoding and the native MTP
+     head (same file, same 4,096-token draft vocabulary), same process,
+     median of --repeats.
 
 Writes results/medusa_recycling_<outtype>.json and .png (tau against steps).
 """
@@ -78,17 +81,25 @@ def measure_speed(paths: dict, prompts, n_tokens, threads, repeats):
     for label, (path, drafter) in paths.items():
         dr = make_drafter(drafter)
         with Engine(path, dr.configure(RuntimeOptions(n_ctx=1024, n_threads=threads))) as eng:
-            spec, plain, taus = [], [], []
+            spec, plain, produced, passes, draft_s = [], [], 0, 0, 0.0
             for _ in range(repeats):
+                t_spec = t_plain = 0.0
+                n = 0
                 for p in prompts:
                     g = generate(eng, p, n_tokens, drafter="none")
                     s = generate(eng, p, n_tokens, drafter=dr, draft=3)
                     assert s.tokens == g.tokens, f"{label}: not lossless"
-                    plain.append(g.stats.tokens_per_s)
-                    spec.append(s.stats.tokens_per_s)
-                    taus.append(s.stats.tau)
+                    t_plain += g.stats.decode_s
+                    t_spec += s.stats.decode_s
+                    produced += s.stats.n_generated - 1
+                    passes += s.stats.target_passes
+                    draft_s += s.stats.draft_s
+                    n += g.stats.n_generated - 1
+                plain.append(n / t_plain)                    # decode tokens/s over the prompt set
+                spec.append(n / t_spec)
         out[label] = {"tokens_per_s": statistics.median(spec), "plain_tokens_per_s": statistics.median(plain),
-                      "speedup": statistics.median(spec) / statistics.median(plain), "tau": statistics.mean(taus)}
+                      "speedup": statistics.median(spec) / statistics.median(plain), "tau": produced / passes,
+                      "draft_ms_per_pass": 1e3 * draft_s / passes}
     return out
 
 
@@ -162,7 +173,6 @@ def main():
     res["distill"] = {"sequences": d.n_sequences, "tokens": d.n_tokens, "seconds": time.time() - t}
 
     res["native_mtp_tau"] = native_mtp_tau(target, eval_prompts, a.eval_tokens, a.threads)
-    last = {}
     for init in ("recycled", "scratch"):
         start = work / f"{init}-start.gguf"
         heads = init_recycled(target, a.heads) if init == "recycled" else init_scratch(_n_embd(target), a.heads)
@@ -173,6 +183,8 @@ def main():
             if s == 0:
                 measured = start
                 train = {}
+            elif (work / f"{init}-{s}.gguf").exists():          # reused stage
+                measured, train = work / f"{init}-{s}.gguf", {}
             else:
                 f = finetune(FinetuneConfig(data=str(work / "data"), target=str(start), out=str(work / f"{init}-heads"),
                                             method="medusa", steps=s, batch_size=a.batch_size, seq_len=a.seq_len,
@@ -185,20 +197,22 @@ def main():
                 train = {"train_acc": [statistics.mean(r["acc"][k] for r in tail) for k in range(a.heads)],
                          "train_ce": [statistics.mean(r["ce"][k] for r in tail) for k in range(a.heads)],
                          "resumed_from": f.resumed_from}
-            m = measure_tau(measured, eval_prompts, a.eval_tokens, a.threads)
+            # heads over the 4,096 most used tokens (all the default model ever trained): the full
+            # vocabulary's never-trained rows have logit exactly 0 and would outrank real candidates
+            comp = work / f"{init}-{s}-n4096.gguf"
+            compress_vocab(measured, work / "data", comp, 4096, progress=False)
+            m = measure_tau(comp, eval_prompts, a.eval_tokens, a.threads)
             curve.append({"steps": s, **m, **train, "seconds": time.time() - t})
             print(f"{init:9s} steps {s:4d}: tau {m['tau']:.3f} acc/depth "
                   + "/".join(f"{x:.2f}" for x in m["acceptance_per_depth"]) + f" lossless={m['lossless']}",
                   flush=True)
-            last[init] = measured
         res["curves"][init] = curve
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=2) + "\n")
 
     # speed: the better-trained heads with a compressed projection, vs plain and native MTP
     best = max(("recycled", "scratch"), key=lambda i: res["curves"][i][-1]["tau"])
-    comp = work / f"{best}-final-n4096.gguf"
-    compress_vocab(last[best], work / "data", comp, 4096, progress=False)
+    comp = work / f"{best}-{steps[-1]}-n4096.gguf"
     res["speed"] = measure_speed({f"medusa ({best}, N=4096)": (comp, "medusa"),
                                   "native MTP (N=4096)": (comp, "mtp")},
                                  eval_prompts, a.eval_tokens, a.threads, a.repeats)

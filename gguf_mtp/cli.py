@@ -87,22 +87,24 @@ def _fail(e: Exception):
 @click.option("--mtp-only", is_flag=True,
               help="Write the MTP heads alone (blk.N+ tensors plus the metadata and vocabulary), "
                    "to put into a GGUF made elsewhere with 'gguf-mtp graft'.")
-@click.option("--heads", type=click.Choice(["mtp", "medusa"]), default="mtp", show_default=True,
-              help="Drafter heads to write: the native MTP layers, or also Medusa heads "
-                   "(medusa.K.blk.L.*; the MTP layers stay in the file unless --no-mtp).")
+@click.option("--heads", type=click.Choice(["mtp", "medusa", "eagle"]), default="mtp", show_default=True,
+              help="Drafter heads to write: the native MTP layers; or also Medusa heads (medusa.K.blk.L.*; "
+                   "the MTP layers stay in the file unless --no-mtp); or the MTP layer as an EAGLE drafter "
+                   "(gguf_mtp.drafter = eagle; train it with finetune --method eagle).")
 @click.option("--medusa-heads", type=click.IntRange(1, 16), default=3, show_default=True,
               help="Number of Medusa heads K (head k drafts the token k+2 places after the last verified one).")
 @click.option("--medusa-layers", type=click.IntRange(1, 8), default=1, show_default=True,
               help="Residual blocks x + SiLU(Wx + b) per Medusa head.")
-@click.option("--init", "medusa_init", type=click.Choice(["recycled", "scratch"]), default="recycled",
+@click.option("--init", "init", type=click.Choice(["recycled", "scratch"]), default="recycled",
               show_default=True,
-              help="Medusa initialisation: 'recycled' maps the MTP layer's input fusion into the first "
-                   "block (see the README); 'scratch' is the Medusa paper's zero blocks (every head "
-                   "starts as the LM head).")
+              help="Medusa/EAGLE initialisation. Medusa: 'recycled' maps the MTP layer's input fusion "
+                   "into the first block (see the README), 'scratch' is the Medusa paper's zero blocks "
+                   "(every head starts as the LM head). EAGLE: 'recycled' keeps the MTP weights, 'scratch' "
+                   "re-draws the block's matrices.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the converter's log.")
 def convert(model_dir, out, outtype, head_type, no_mtp, mtp_only, heads, medusa_heads, medusa_layers,
-            medusa_init, quiet, verbose):
+            init, quiet, verbose):
     """Convert a Hugging Face checkpoint directory MODEL_DIR to ONE GGUF file OUT
     holding the trunk and its MTP layers (blk.N.nextn.*).
 
@@ -121,12 +123,12 @@ def convert(model_dir, out, outtype, head_type, no_mtp, mtp_only, heads, medusa_
 
     opts = ConvertOptions(outtype=outtype, head_type=head_type, mtp=not no_mtp, mtp_only=mtp_only,
                           verbose=verbose, progress=not quiet, heads=heads, medusa_heads=medusa_heads,
-                          medusa_layers=medusa_layers, medusa_init=medusa_init)
+                          medusa_layers=medusa_layers, init=init)
     try:
         res = convert_api(model_dir, out, opts)
     except (CheckpointError, ConversionError, UnsupportedArchitecture, RuntimeMissing) as e:
         _fail(e)
-    extra = f", {medusa_heads} Medusa heads ({medusa_init})" if heads == "medusa" else ""
+    extra = {"medusa": f", {medusa_heads} Medusa heads ({init})", "eagle": f", EAGLE drafter ({init})"}.get(heads, "")
     click.echo(f"wrote {res.path} ({res.arch}, {res.n_tensors} tensors, {human_bytes(res.size_bytes)}; "
                f"{res.n_mtp_layers} MTP layer(s), {len(res.head_tensors)} head tensors{extra})")
 
@@ -243,14 +245,20 @@ class _DraftLength(click.ParamType):
 @click.option("-p", "--prompt", required=True, help="Prompt text.")
 @click.option("-n", "--n-predict", "n_predict", type=int, default=64, show_default=True,
               help="Tokens to generate.")
-@click.option("--drafter", type=click.Choice(["mtp", "ngram", "ngram-tree", "none"]), default="mtp",
+@click.option("--drafter", type=click.Choice(["mtp", "medusa", "ngram", "ngram-tree", "none"]), default="mtp",
               show_default=True,
-              help="mtp: the file's native MTP head; ngram: prompt-lookup n-grams; ngram-tree: several "
+              help="mtp: the file's native MTP head; medusa: the file's Medusa heads (convert --heads "
+                   "medusa) drafting a static tree; ngram: prompt-lookup n-grams; ngram-tree: several "
                    "n-gram continuations verified as one tree; none: plain decoding.")
+@click.option("--tree", default="default", show_default=True,
+              help="Medusa tree: 'default' (8 nodes, 4 branches, depth 3), 'chain' (top candidate of each "
+                   "head), or index paths like '0;1;0,0;0,1' ([0, 1] = head 0's top candidate, then head "
+                   "1's second). Depth is cut at --draft.")
 @click.option("--draft", type=_DraftLength(), default="3", show_default=True,
               help="Draft length K, or 'auto' to pick the K (0 included) that pays on this machine.")
 @click.option("--temp", type=float, default=0.0, show_default=True,
-              help="Temperature; 0 = greedy. Sampling verifies with the rejection rule (lossless).")
+              help="Temperature; 0 = greedy. Sampling stays exact: sampled MTP drafts pass the rejection "
+                   "rule, deterministic drafts and trees the match rule.")
 @click.option("--top-k", type=int, default=0, show_default=True, help="Top-k (0 = off).")
 @click.option("--top-p", type=float, default=1.0, show_default=True, help="Top-p (1 = off).")
 @click.option("--min-p", type=float, default=0.0, show_default=True, help="Min-p (0 = off).")
@@ -261,7 +269,7 @@ class _DraftLength(click.ParamType):
               help="Layers to offload to a GPU (default: $GGUF_MTP_N_GPU_LAYERS or 0).")
 @click.option("--json", "as_json", is_flag=True, help="Print text and statistics as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's log.")
-def generate(file, prompt, n_predict, drafter, draft, temp, top_k, top_p, min_p, repeat_penalty, seed,
+def generate(file, prompt, n_predict, drafter, tree, draft, temp, top_k, top_p, min_p, repeat_penalty, seed,
              threads, n_gpu_layers, as_json, verbose):
     """Generate from FILE and print the text and the statistics (tokens/s,
     tau = tokens per target pass, acceptance per draft position, time split).
@@ -273,7 +281,12 @@ def generate(file, prompt, n_predict, drafter, draft, temp, top_k, top_p, min_p,
     from .upstream import RuntimeMissing
 
     try:
-        dr = make_drafter(drafter)
+        if drafter == "medusa":
+            from .runtime.drafters import MedusaDrafter
+
+            dr = MedusaDrafter(tree)
+        else:
+            dr = make_drafter(drafter)
         params = SamplingParams(temperature=temp, top_k=top_k, top_p=top_p, min_p=min_p,
                                 repeat_penalty=repeat_penalty, seed=seed)
         opts = RuntimeOptions(n_threads=threads, verbose=verbose, load_mtp=drafter == "mtp",

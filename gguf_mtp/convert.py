@@ -37,10 +37,11 @@ class ConvertOptions:
     mtp_only: bool = False           # True: the heads alone (--mtp-only), for graft
     verbose: bool = False
     progress: bool = True
-    heads: str = "mtp"               # "mtp": native MTP layers; "medusa": also Medusa heads
+    heads: str = "mtp"               # "mtp": native MTP layers; "medusa": also Medusa heads; "eagle":
+                                     # the MTP layer as an EAGLE drafter
     medusa_heads: int = 3            # --medusa-heads K
     medusa_layers: int = 1           # residual blocks per head
-    medusa_init: str = "recycled"    # "recycled" from the MTP layer, or "scratch" (Medusa paper)
+    init: str = "recycled"           # medusa/eagle: "recycled" from the MTP layer, or "scratch"
 
 
 @dataclass
@@ -64,14 +65,19 @@ def check_input(model_dir: str | Path, opts: ConvertOptions) -> tuple[Checkpoint
     if opts.heads == "medusa":
         from .medusa import INITS
 
-        if opts.medusa_init not in INITS:
-            raise ConversionError(f"--init {opts.medusa_init!r}: choose one of {', '.join(INITS)}")
+        if opts.init not in INITS:
+            raise ConversionError(f"--init {opts.init!r}: choose one of {', '.join(INITS)}")
         if opts.mtp_only:
             raise ConversionError("--heads medusa writes a whole model; --mtp-only is for native MTP layers")
-        if opts.medusa_init == "recycled" and not opts.mtp:
+        if opts.init == "recycled" and not opts.mtp:
             raise ConversionError("--init recycled reads the MTP layer: drop --no-mtp, or use --init scratch")
         if opts.medusa_heads < 1 or opts.medusa_layers < 1:
             raise ConversionError("--medusa-heads and --medusa-layers must be at least 1")
+    if opts.heads == "eagle":
+        if opts.init not in ("recycled", "scratch"):
+            raise ConversionError(f"--init {opts.init!r}: choose recycled or scratch")
+        if opts.mtp_only or not opts.mtp:
+            raise ConversionError("--heads eagle turns the MTP layer into the drafter: drop --no-mtp/--mtp-only")
     if opts.head_type is not None and opts.head_type not in HEAD_TYPES:
         raise ConversionError(f"--head-type {opts.head_type!r}: choose one of {', '.join(HEAD_TYPES)}")
     ck = load_checkpoint(model_dir)
@@ -162,7 +168,7 @@ def _converter_logging(verbose: bool):
 
 
 #: what --heads can add to the trunk
-HEADS = ("mtp", "medusa")
+HEADS = ("mtp", "medusa", "eagle")
 
 
 def _n_embd(gguf: Path) -> int:
@@ -181,6 +187,7 @@ def convert(model_dir: str | Path, out_path: str | Path, options: ConvertOptions
     """Convert a checkpoint directory to ONE GGUF (trunk + MTP layers)."""
     import torch
 
+    from .eagle import make_eagle
     from .medusa import init_recycled, init_scratch, write_heads
 
     opts = options or ConvertOptions()
@@ -209,7 +216,7 @@ def convert(model_dir: str | Path, out_path: str | Path, options: ConvertOptions
             model = cls(ck.directory, ftype, tmp, use_temp_file=False, eager=False)
             model.write()
         if opts.heads == "medusa":
-            if opts.medusa_init == "scratch":
+            if opts.init == "scratch":
                 heads = init_scratch(_n_embd(tmp), opts.medusa_heads, opts.medusa_layers)
             else:
                 if n_mtp == 0:
@@ -217,6 +224,12 @@ def convert(model_dir: str | Path, out_path: str | Path, options: ConvertOptions
                                           "Medusa heads; use --init scratch")
                 heads = init_recycled(tmp, opts.medusa_heads, opts.medusa_layers)
             write_heads(tmp, heads, out, head_type=_medusa_type(opts), progress=opts.progress)
+            tmp.unlink()
+        elif opts.heads == "eagle":
+            if n_mtp != 1:
+                raise ConversionError(f"{model_dir}: an EAGLE drafter is recycled from one MTP layer; the "
+                                      f"checkpoint has {n_mtp}")
+            make_eagle(tmp, out, opts.init)
             tmp.unlink()
         else:
             os.replace(tmp, out)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 _BLK = re.compile(r"^blk\.(\d+)\.")
+_MEDUSA = re.compile(r"^medusa\.(\d+)\.")
 
 #: metadata key of a compressed draft vocabulary (int32 token ids, most frequent first)
 DRAFT_VOCAB_KEY = "gguf_mtp.draft_vocab"
@@ -23,9 +24,9 @@ class TensorInfo:
 
 @dataclass
 class HeadInfo:
-    kind: str            # "mtp" (native NextN block)
+    kind: str            # "mtp" (native NextN block) or "medusa"
     index: int           # head number (0-based)
-    block: int           # GGUF block id
+    block: int | None    # GGUF block id (None for Medusa heads)
     tensors: list[TensorInfo] = field(default_factory=list)
 
     @property
@@ -193,19 +194,29 @@ def read_summary(path: str | Path) -> GGUFSummary:
     if DRAFT_VOCAB_KEY in h.kv:
         meta["draft_vocab_size"] = int(h.kv[DRAFT_VOCAB_KEY]) if not isinstance(h.kv[DRAFT_VOCAB_KEY], list) \
             else len(h.kv[DRAFT_VOCAB_KEY])
+    meta.update({k: v for k, v in h.kv.items() if k.startswith("gguf_mtp.medusa.")})
     heads = {b: HeadInfo("mtp", b - n_trunk, b) for b in range(n_trunk, n_blocks)}
+    medusa: dict[int, HeadInfo] = {}
     trunk_types: dict[str, int] = {}
     total = 0
     for name, shape, gtype, _ in h.tensors:
         info = TensorInfo(name, gguf.GGMLQuantizationType(gtype).name, shape, tensor_nbytes(shape, gtype))
         total += info.n_bytes
         m = _BLK.match(name)
+        mm = _MEDUSA.match(name)
         if m and int(m.group(1)) in heads:
             heads[int(m.group(1))].tensors.append(info)
+        elif mm:
+            k = int(mm.group(1))
+            medusa.setdefault(k, HeadInfo("medusa", k, None)).tensors.append(info)
+        elif name.startswith("medusa."):       # the shared compressed projection
+            medusa.setdefault(-1, HeadInfo("medusa projection", -1, None)).tensors.append(info)
         else:
             trunk_types[info.type] = trunk_types.get(info.type, 0) + 1
     return GGUFSummary(path, arch, len(h.tensors), total, meta,
-                       [hd for hd in heads.values() if hd.tensors], trunk_types)
+                       [hd for hd in heads.values() if hd.tensors] + [medusa[k] for k in sorted(medusa, key=lambda
+                                                                                              k: (k < 0, k))],
+                       trunk_types)
 
 
 def human_bytes(n: int) -> str:
@@ -226,7 +237,10 @@ def format_summary(s: GGUFSummary) -> str:
     if not s.heads:
         lines.append("drafter heads: none")
     for h in s.heads:
-        lines.append(f"head {h.index}: {h.kind} (blk.{h.block}), {len(h.tensors)} tensors, "
+        where = f"blk.{h.block}" if h.block is not None else "shared by the heads" if h.index < 0 else \
+            f"medusa.{h.index}"
+        label = f"head {h.index}: {h.kind}" if h.index >= 0 else h.kind
+        lines.append(f"{label} ({where}), {len(h.tensors)} tensors, "
                      f"{human_bytes(h.n_bytes)}, types {'/'.join(h.types)}")
         for t in h.tensors:
             shape = "×".join(str(x) for x in t.shape)

@@ -54,8 +54,9 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, ftype: str, head_ty
         raise QuantizeError(f"--head-type {head_type!r}: choose one of {', '.join(HEAD_TYPES)}")
     src, dst = Path(src), Path(dst)
     summary = read_summary(src)
-    blocks = [h.block for h in summary.heads]
-    if head_type is not None and not blocks:
+    blocks = [h.block for h in summary.heads if h.block is not None]
+    medusa = any(h.kind.startswith("medusa") for h in summary.heads)
+    if head_type is not None and not blocks and not medusa:
         raise QuantizeError(f"{src}: has no drafter heads for --head-type to apply to")
 
     L, _ = native.load()
@@ -65,7 +66,9 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, ftype: str, head_ty
     params.nthread = nthread or os.cpu_count() or 1
     keep = []
     if head_type is not None:
-        pattern = r"^blk\.(" + "|".join(str(b) for b in blocks) + r")\."
+        alternatives = ([r"blk\.(" + "|".join(str(b) for b in blocks) + r")\."] if blocks else []) \
+            + ([r"medusa\."] if medusa else [])
+        pattern = "^(" + "|".join(alternatives) + ")"
         overrides = (L.llama_model_tensor_override * 2)()
         overrides[0].pattern = pattern.encode()
         overrides[0].type = getattr(L, HEAD_TYPES[head_type])

@@ -302,3 +302,19 @@ def test_training_softmax_over_nonzero_rows_is_exact():
         torch.testing.assert_close(m.token_logp(logp, ids), full.gather(-1, ids), rtol=1e-5, atol=1e-5)
         best = full.argmax(-1)
         assert torch.equal(m.predict(logp), best)
+
+
+def test_quantize_keeps_medusa_heads_at_head_type(medusa_f32, tmp_path):
+    from gguf_mtp.quantize import quantize
+
+    path, _ = medusa_f32
+    out = tmp_path / "q4.gguf"
+    quantize(path, out, "q4_0", head_type="q8_0")
+    view = GGUFView.open(out)
+    assert view.tensors["medusa.1.blk.1.weight"].type_name == "Q8_0"
+    assert view.tensors["medusa.1.blk.1.bias"].type_name == "F32"
+    assert view.tensors["blk.0.ffn_up.weight"].type_name == "Q4_0"
+    dr = MedusaDrafter()
+    with Engine(out, dr.configure(RuntimeOptions(n_threads=2))) as eng:
+        plain = generate(eng, PROMPTS[0], 24, drafter="none")
+        assert generate(eng, PROMPTS[0], 24, drafter=dr, draft=3).tokens == plain.tokens

@@ -54,15 +54,20 @@ def distill_data(target, prompts, out, max_tokens, temp, top_p, top_k, seed, top
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=str))
 @click.argument("target", type=click.Path(exists=True, dir_okay=False, path_type=str))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str), help="Heads directory.")
-@click.option("--method", type=click.Choice(["fastmtp", "mtp-d", "medusa"]), default="fastmtp", show_default=True,
+@click.option("--method", type=click.Choice(["fastmtp", "mtp-d", "eagle", "medusa"]), default="fastmtp",
+              show_default=True,
               help="fastmtp: shared layer over K recursive steps, CE; mtp-d: plus KL(target || head) on top-k "
-                   "logits; medusa: TARGET's Medusa heads (convert --heads medusa), per-head CE + KL.")
+                   "logits; eagle: the MTP block as an EAGLE drafter, plus smooth-L1 regression of its "
+                   "predicted feature onto the target's post-norm state; medusa: TARGET's Medusa heads "
+                   "(convert --heads medusa), per-head CE + KL.")
+@click.option("--feature-weight", type=float, default=1.0, show_default=True,
+              help="eagle: weight of the feature regression.")
 @click.option("--steps", type=int, default=200, show_default=True, help="Optimizer steps.")
 @click.option("-K", "--n-predict", type=int, default=3, show_default=True, help="Recursive steps per position.")
 @click.option("--beta", type=float, default=0.6, show_default=True,
               help="Step weights alpha_k proportional to beta^(k-1).")
 @click.option("--kl-weight", type=float, default=1.0, show_default=True,
-              help="mtp-d and medusa: weight of the KL term (0 = CE only).")
+              help="mtp-d, eagle and medusa: weight of the KL term (0 = CE only).")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Windows per step and process.")
 @click.option("--seq-len", type=int, default=128, show_default=True, help="Window length in tokens.")
 @click.option("--lr", type=float, default=1e-4, show_default=True)
@@ -75,7 +80,7 @@ def distill_data(target, prompts, out, max_tokens, temp, top_p, top_k, seed, top
 @click.option("--cpu", is_flag=True, help="Train on the CPU even if a GPU is there.")
 @click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default="no", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def finetune_cmd(data, target, out, method, steps, n_predict, beta, kl_weight, batch_size, seq_len, lr, warmup,
+def finetune_cmd(data, target, out, method, feature_weight, steps, n_predict, beta, kl_weight, batch_size, seq_len, lr, warmup,
                  weight_decay, response_only, save_every, seed, no_resume, cpu, mixed_precision, quiet):
     """Fine-tune TARGET's MTP heads on DATA (from distill-data) with FastMTP or
     MTP-D, or its Medusa heads (--method medusa: head k reads the target's
@@ -87,7 +92,8 @@ def finetune_cmd(data, target, out, method, steps, n_predict, beta, kl_weight, b
     from .finetune import FinetuneConfig, finetune
 
     try:
-        cfg = FinetuneConfig(data=data, target=target, out=out, method=method, steps=steps, n_predict=n_predict,
+        cfg = FinetuneConfig(data=data, target=target, out=out, method=method, feature_weight=feature_weight,
+                             steps=steps, n_predict=n_predict,
                              beta=beta, kl_weight=kl_weight, batch_size=batch_size, seq_len=seq_len, lr=lr,
                              warmup_steps=warmup, weight_decay=weight_decay, response_only=response_only,
                              save_every=save_every, seed=seed, resume=not no_resume, cpu=cpu,

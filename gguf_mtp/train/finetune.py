@@ -16,6 +16,11 @@ CPU and on several GPUs, ``accelerate launch -m gguf_mtp.train ...``):
     The same recursion; each step's loss adds ``kl_weight`` x KL(target || head)
     on the recorded top-k target logits (the target's distribution renormalised
     over its top k, the head's full-vocabulary log-probabilities at those ids).
+``eagle``
+    The MTP block as an EAGLE drafter (:mod:`gguf_mtp.eagle`): the same
+    recursion (step k reads step k-1's predicted feature), and each step's loss
+    is CE + ``kl_weight`` x KL + ``feature_weight`` x SmoothL1(predicted
+    feature, the target's post-norm hidden state at that position).
 ``medusa``
     The target GGUF's Medusa heads (``convert --heads medusa``): head k reads
     h_t and predicts token t+k+2; per-head loss CE + ``kl_weight`` x KL to the
@@ -45,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-METHODS = ("fastmtp", "mtp-d", "medusa")
+METHODS = ("fastmtp", "mtp-d", "eagle", "medusa")
 
 
 @dataclass
@@ -57,7 +62,8 @@ class FinetuneConfig:
     steps: int = 200                 # optimizer steps
     n_predict: int = 3               # K: recursive steps per position
     beta: float = 0.6                # step-weight decay: alpha_k proportional to beta^(k-1)
-    kl_weight: float = 1.0           # mtp-d: weight of KL(target || head)
+    kl_weight: float = 1.0           # mtp-d, eagle, medusa: weight of KL(target || head)
+    feature_weight: float = 1.0      # eagle: weight of the feature regression (smooth L1)
     batch_size: int = 8              # sequences per step (per process)
     seq_len: int = 128               # window length in tokens
     lr: float = 1e-4
@@ -207,7 +213,13 @@ def mtp_losses(module, batch: dict[str, torch.Tensor], cfg: FinetuneConfig) -> t
         denom = mask.sum().clamp(min=1)
         ce = (nll * mask).sum() / denom
         step_loss = ce
-        if cfg.method == "mtp-d":
+        if cfg.method == "eagle" and cfg.feature_weight > 0:
+            # the predicted feature regresses the target's own post-norm state at that position
+            feat = F.smooth_l1_loss(prev.float(), h[:, k:k + n].float(), reduction="none").mean(-1)
+            feat = (feat * mask).sum() / mask.sum().clamp(min=1)
+            step_loss = step_loss + cfg.feature_weight * feat
+            metrics.setdefault("feat", []).append(float(feat.detach()))
+        if cfg.method in ("mtp-d", "eagle") and cfg.kl_weight > 0:
             tv, ti = batch["topk_values"][:, k:k + n], batch["topk_indices"][:, k:k + n]
             p = F.softmax(tv, dim=-1)
             kl = (p * (torch.log(p.clamp(min=1e-30)) - logp.gather(-1, ti))).sum(-1)
@@ -285,8 +297,9 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     ckpt = _latest_checkpoint(out) if cfg.resume else None
     if ckpt is not None:
         saved = json.loads((ckpt / "trainer_state.json").read_text())
-        keys = ("method", "n_predict", "beta", "kl_weight", "batch_size", "seq_len", "seed", "response_only")
-        differ = [k for k in keys if saved["config"].get(k) != getattr(cfg, k)]
+        keys = ("method", "n_predict", "beta", "kl_weight", "feature_weight", "batch_size", "seq_len", "seed",
+                "response_only")
+        differ = [k for k in keys if saved["config"].get(k, getattr(FinetuneConfig, k, None)) != getattr(cfg, k)]
         if differ:
             raise ValueError(f"{ckpt} was written with different settings ({', '.join(differ)}); "
                              "use another --out or --no-resume")
@@ -329,6 +342,8 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
                     "ce": m["ce"], "acc": m["acc"], "n": m["n"]}
             if m["kl"]:
                 last["kl"] = m["kl"]
+            if m.get("feat"):
+                last["feat"] = m["feat"]
             if acc.is_main_process:
                 with open(log_path, "a") as f:
                     f.write(json.dumps(last) + "\n")

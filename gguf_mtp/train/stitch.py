@@ -113,7 +113,12 @@ def stitch(target: str | Path, heads_dir: str | Path, out: str | Path, *, head_t
     missing = set(names) - set(by_name)
     if missing:
         raise StitchError(f"TARGET lacks MTP tensors {sorted(missing)}")
-    entries = [src.raw_kv(k) for k in kv]
+    from ..eagle import KEY_INIT as EAGLE_INIT
+    from ..gguf_rewrite import STRING, encode_kv
+
+    entries = [src.raw_kv(k) for k in kv if k != EAGLE_INIT]
+    if EAGLE_INIT in kv:            # an EAGLE drafter's block: now trained
+        entries.append(encode_kv(EAGLE_INIT, STRING, "trained"))
     align = int(kv.get("general.alignment", 32))
     write_gguf(out, entries, tensors, alignment=align, progress=progress, desc="Stitching")
     return StitchResult(out, sorted(names), types)
