@@ -213,8 +213,11 @@ def main():
     # speed: the better-trained heads with a compressed projection, vs plain and native MTP
     best = max(("recycled", "scratch"), key=lambda i: res["curves"][i][-1]["tau"])
     comp = work / f"{best}-{steps[-1]}-n4096.gguf"
-    res["speed"] = measure_speed({f"medusa ({best}, N=4096)": (comp, "medusa"),
-                                  "native MTP (N=4096)": (comp, "mtp")},
+    from gguf_mtp.runtime.drafters import MedusaDrafter
+
+    res["speed"] = measure_speed({f"medusa tree ({best}, N=4096)": (comp, "medusa"),
+                                  f"medusa chain ({best}, N=4096)": (comp, MedusaDrafter("chain")),
+                                  "native MTP chain (N=4096)": (comp, "mtp")},
                                  eval_prompts, a.eval_tokens, a.threads, a.repeats)
     out.write_text(json.dumps(res, indent=2) + "\n")
     plot(res, out.with_suffix(".png"))
