@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ..upstream import RuntimeMissing, installed_runtime
 from .loop import GenerationStats, decode
 from .drafters import DRAFTERS, Drafter, MTPDrafter, NgramDrafter, NgramTreeDrafter, Proposal, make_drafter
+from .eagle import EagleTreeDrafter
 from .tree import DraftTree, verify_tree, verify_tree_greedy
 from .engine import Engine, RuntimeErrorLlama, RuntimeOptions
 from .sampling import SamplingParams
@@ -55,6 +56,6 @@ def info() -> dict:
 
 
 __all__ = ["Engine", "RuntimeOptions", "RuntimeErrorLlama", "RuntimeMissing", "Generation", "GenerationStats",
-           "SamplingParams", "Drafter", "MTPDrafter", "NgramDrafter", "NgramTreeDrafter", "Proposal", "DraftTree",
+           "SamplingParams", "Drafter", "MTPDrafter", "NgramDrafter", "NgramTreeDrafter", "EagleTreeDrafter", "Proposal", "DraftTree",
            "verify_tree", "verify_tree_greedy", "DRAFTERS", "make_drafter",
            "generate", "decode", "info"]

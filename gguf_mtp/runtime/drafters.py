@@ -303,9 +303,12 @@ class MedusaDrafter(Drafter):
         self._read(eng, proposal.rows[-1] if proposal.rows else n_accepted)
 
 
+from .eagle import EagleTreeDrafter  # at the end: it subclasses MTPDrafter
+
 #: drafter registry: name -> factory
 DRAFTERS = {"none": Drafter, "mtp": MTPDrafter, "ngram": NgramDrafter, "ngram-tree": NgramTreeDrafter,
-            "medusa": MedusaDrafter}
+            "medusa": MedusaDrafter,
+            "eagle": EagleTreeDrafter}
 
 
 def make_drafter(name: str | Drafter) -> Drafter:
