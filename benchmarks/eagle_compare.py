@@ -3,7 +3,7 @@ tau against training steps, then tau and tokens/s of EAGLE (chain and
 EAGLE-2 dynamic tree) vs the native MTP chain vs FastMTP vs Medusa on the
 default model at two quant levels (q8_0, and a q4_0 trunk with q8_0 heads).
 
-    python benchmarks/eagle_compare.py [--steps 0,50,100,200,400] [--threads 2]
+    python benchmarks/eagle_compare.py [--steps 0,50,100,200] [--threads 2]
 
 Stages (in --work, reused when present):
   1. self-distilled data from the q8_0 default model (distill-data);
@@ -85,11 +85,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train-prompts", type=int, default=192)
     ap.add_argument("--max-tokens", type=int, default=96)
-    ap.add_argument("--steps", default="0,50,100,200,400")
+    ap.add_argument("--steps", default="0,50,100,200")
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--medusa-lr", type=float, default=1e-3)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--seq-len", type=int, default=96)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--seq-len", type=int, default=64)
     ap.add_argument("--eval-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)

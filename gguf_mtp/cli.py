@@ -245,11 +245,12 @@ class _DraftLength(click.ParamType):
 @click.option("-p", "--prompt", required=True, help="Prompt text.")
 @click.option("-n", "--n-predict", "n_predict", type=int, default=64, show_default=True,
               help="Tokens to generate.")
-@click.option("--drafter", type=click.Choice(["mtp", "medusa", "ngram", "ngram-tree", "none"]), default="mtp",
-              show_default=True,
-              help="mtp: the file's native MTP head; medusa: the file's Medusa heads (convert --heads "
-                   "medusa) drafting a static tree; ngram: prompt-lookup n-grams; ngram-tree: several "
-                   "n-gram continuations verified as one tree; none: plain decoding.")
+@click.option("--drafter", type=click.Choice(["mtp", "eagle", "medusa", "ngram", "ngram-tree", "none"]),
+              default="mtp", show_default=True,
+              help="mtp: the file's MTP head as a chain; eagle: the same head drafting an EAGLE-2 dynamic "
+                   "tree; medusa: the file's Medusa heads (convert --heads medusa) drafting a static tree; "
+                   "ngram: prompt-lookup n-grams; ngram-tree: several n-gram continuations verified as one "
+                   "tree; none: plain decoding.")
 @click.option("--tree", default="default", show_default=True,
               help="Medusa tree: 'default' (8 nodes, 4 branches, depth 3), 'chain' (top candidate of each "
                    "head), or index paths like '0;1;0,0;0,1' ([0, 1] = head 0's top candidate, then head "
@@ -289,7 +290,7 @@ def generate(file, prompt, n_predict, drafter, tree, draft, temp, top_k, top_p, 
             dr = make_drafter(drafter)
         params = SamplingParams(temperature=temp, top_k=top_k, top_p=top_p, min_p=min_p,
                                 repeat_penalty=repeat_penalty, seed=seed)
-        opts = RuntimeOptions(n_threads=threads, verbose=verbose, load_mtp=drafter == "mtp",
+        opts = RuntimeOptions(n_threads=threads, verbose=verbose, load_mtp=drafter in ("mtp", "eagle"),
                               draft_max=max(8, draft if isinstance(draft, int) else 0))
         if n_gpu_layers is not None:
             opts.n_gpu_layers = n_gpu_layers

@@ -47,29 +47,8 @@ import numpy as np
 
 from .drafters import MTPDrafter, Proposal
 from .engine import RuntimeOptions
+from .sampling import topk_indices
 from .tree import ROOT, DraftTree
-
-
-def topk_indices(x: np.ndarray, k: int, block: int = 128) -> np.ndarray:
-    """Indices of the ``k`` largest entries of ``x``, largest first, ties to
-    the lowest index (``np.argsort(-x, kind="stable")[:k]``).
-
-    Two stages: the ``k`` blocks with the largest maxima hold the answer, then
-    only their entries are sorted. ``np.argpartition`` over a whole row is
-    ~20x slower here: a model whose unused embedding rows are zero has
-    ~150k logits exactly equal, which its introselect handles badly."""
-    n = x.shape[0]
-    k = min(k, n)
-    if n <= 4 * block:
-        return np.argsort(-x, kind="stable")[:k]
-    nb = -(-n // block)
-    padded = np.full(nb * block, -np.inf, dtype=x.dtype)
-    padded[:n] = x
-    maxima = padded.reshape(nb, block).max(axis=1)
-    blocks = np.lexsort((np.arange(nb), -maxima))[:k]
-    cand = (np.sort(blocks)[:, None] * block + np.arange(block)).ravel()
-    cand = cand[cand < n]
-    return cand[np.lexsort((cand, -x[cand]))[:k]]
 
 
 @dataclass
@@ -153,8 +132,7 @@ class EagleTreeDrafter(MTPDrafter):
     def _mtp_rows(self, eng, rows, hidden: np.ndarray) -> None:
         """One MTP pass over general rows (token, pos, seq_ids, output)."""
         eng._check_batch(len(rows))
-        eng.mtp_batch.fill_rows(rows, hidden)
-        eng._run(eng.mtp_ctx, eng.mtp_batch, "MTP")
+        eng.mtp_decode_rows(rows, hidden)
 
     # -- drafting ----------------------------------------------------------------
 

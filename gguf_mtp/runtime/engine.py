@@ -285,6 +285,13 @@ class Engine:
         self.mtp_batch.fill(tokens, pos0, outputs, hidden)
         self._run(self.mtp_ctx, self.mtp_batch, "MTP")
 
+    def mtp_decode_rows(self, rows, hidden: np.ndarray) -> None:
+        """Run the MTP head over general rows (token, pos, seq_ids, output), with
+        ``hidden[i]`` the feature of row i, in one batch (tree drafting)."""
+        self._check_batch(len(rows))
+        self.mtp_batch.fill_rows(rows, hidden)
+        self._run(self.mtp_ctx, self.mtp_batch, "MTP")
+
     def mtp_set_head(self, head: int) -> None:
         """Select which MTP layer (0 .. n_nextn-1) the MTP context runs."""
         if not 0 <= head < max(1, self.n_nextn):
@@ -345,10 +352,10 @@ class Engine:
 
     def medusa_topk(self, i: int, k: int) -> np.ndarray:
         """(n_heads, k) token ids, most likely first, of each head at output row ``i``."""
+        from .sampling import topk_indices
+
         raw = self._medusa_raw(i)
-        k = min(k, raw.shape[1])
-        part = np.argpartition(-raw, k - 1, axis=1)[:, :k]
-        order = np.take_along_axis(part, np.argsort(-np.take_along_axis(raw, part, 1), axis=1, kind="stable"), 1)
+        order = np.stack([topk_indices(row, k) for row in raw])
         return order if self.medusa_vocab is None else self.medusa_vocab[order]
 
     # -- lifetime ------------------------------------------------------------
