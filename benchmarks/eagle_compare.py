@@ -35,50 +35,12 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
 
-def tau_chain(path, prompts, n_tokens, threads, drafter="mtp"):
-    from gguf_mtp.runtime import Engine, RuntimeOptions, generate, make_drafter
-    from gguf_mtp.runtime.loop import acceptance_per_position
-
-    dr = make_drafter(drafter)
-    drafted, accepted, produced, passes, lossless = [], [], 0, 0, True
-    with Engine(path, dr.configure(RuntimeOptions(n_ctx=1024, n_threads=threads))) as eng:
-        for p in prompts:
-            g = generate(eng, p, n_tokens, drafter=dr, draft=3)
-            plain = generate(eng, p, n_tokens, drafter="none")
-            lossless &= g.tokens == plain.tokens
-            drafted += g.stats.drafted
-            accepted += g.stats.accepted
-            produced += g.stats.n_generated - 1
-            passes += g.stats.target_passes
-    return {"tau": produced / passes, "acceptance_per_position": acceptance_per_position(drafted, accepted, 3),
-            "lossless": lossless}
-
-
 def train(cfg_kw, work, name, target, steps):
     from gguf_mtp.train.finetune import FinetuneConfig, finetune
 
     return finetune(FinetuneConfig(target=str(target), out=str(work / name), steps=steps, save_every=steps,
                                    warmup_steps=10, min_lr_ratio=1.0, cpu=True, resume=True, progress=True,
                                    **cfg_kw))
-
-
-def plot(res, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for init, style in (("recycled", "o-"), ("scratch", "s--")):
-        pts = res["curves"][init]
-        ax.plot([p["steps"] for p in pts], [p["tau"] for p in pts], style, label=f"EAGLE, {init} init")
-    ax.set_xlabel("training steps (same data, same schedule)")
-    ax.set_ylabel("tau (tokens per target pass), chain draft 3")
-    ax.set_title("EAGLE drafter on the default model (q8_0)", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 def main():
@@ -110,7 +72,7 @@ def main():
     from gguf_mtp.train.prompts import DEFAULT_PROMPTS_DIR, load_prompts
     from gguf_mtp.train.stitch import stitch
     from gguf_mtp.train.vocab import compress_vocab
-    from medusa_recycling import measure_speed
+    from common import measure_speed, measure_tau, plot_tau_curves
 
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -142,7 +104,7 @@ def main():
                 if not measured.exists():                      # (reused when present)
                     train({**common, "method": "eagle", "lr": a.lr}, work, f"eagle-{init}-heads", start, s)
                     stitch(start, work / f"eagle-{init}-heads", measured, progress=False)
-            m = tau_chain(measured, eval_prompts, a.eval_tokens, a.threads)
+            m = measure_tau(measured, eval_prompts, a.eval_tokens, a.threads)
             curve.append({"steps": s, **m, "seconds": time.time() - t})
             print(f"eagle {init:9s} steps {s:4d}: tau {m['tau']:.3f} acc "
                   + "/".join(f"{x:.2f}" for x in m["acceptance_per_position"]) + f" lossless={m['lossless']}",
@@ -150,7 +112,9 @@ def main():
             final[init] = measured
         res["curves"][init] = curve
         Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
-    plot(res, HERE / "results" / "eagle_recycling.png")
+    plot_tau_curves(res["curves"], Path(a.out).parent / "eagle_recycling.png", label="EAGLE, {init} init",
+                    title="EAGLE drafter on the default model (q8_0)",
+                    ylabel="tau (tokens per target pass), chain draft 3")
 
     # 2. the other drafters, same data and steps
     last = steps[-1]
@@ -188,7 +152,8 @@ def main():
                                                                                   else []),
                     "Medusa": ["medusa"]}[name]
         for drafter in drafters:
-            label = f"{quant} | {name} ({'EAGLE-2 tree' if drafter == 'eagle' else 'tree' if drafter == 'medusa' else 'chain'})"
+            kind = {"eagle": "EAGLE-2 tree", "medusa": "tree"}.get(drafter, "chain")
+            label = f"{quant} | {name} ({kind})"
             runs[label] = (path, drafter)
     res["speed"] = measure_speed(runs, eval_prompts, a.eval_tokens, a.threads, a.repeats)
     res["eagle_best_init"] = best

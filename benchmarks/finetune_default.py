@@ -16,30 +16,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 def measure(path, prompts, n_tokens, threads):
-    from gguf_mtp.runtime import Engine, RuntimeOptions, generate
-    from gguf_mtp.runtime.loop import acceptance_per_position
+    from common import measure_tau
 
-    drafted, accepted, produced, passes, lossless = [], [], 0, 0, True
-    with Engine(path, RuntimeOptions(n_ctx=1024, n_threads=threads)) as eng:
-        for p in prompts:
-            g = generate(eng, p, n_tokens, drafter="mtp", draft=3)
-            plain = generate(eng, p, n_tokens, drafter="none", draft=0)
-            lossless &= g.tokens == plain.tokens
-            drafted += g.stats.drafted
-            accepted += g.stats.accepted
-            produced += g.stats.n_generated - 1
-            passes += g.stats.target_passes
-    return {"tau": produced / passes, "acceptance_per_position": acceptance_per_position(drafted, accepted, 3),
-            "acceptance_rate": sum(accepted) / max(1, sum(drafted)), "target_passes": passes,
-            "tokens": produced, "lossless": lossless}
+    m = measure_tau(path, prompts, n_tokens, threads)
+    m.pop("tree_nodes_per_pass")
+    return m
 
 
 def main():

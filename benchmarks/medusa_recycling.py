@@ -30,98 +30,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import statistics
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 HERE = Path(__file__).parent
-
-
-def measure_tau(path, prompts, n_tokens, threads, tree="default"):
-    from gguf_mtp.runtime import Engine, RuntimeOptions, generate
-    from gguf_mtp.runtime.drafters import MedusaDrafter
-    from gguf_mtp.runtime.loop import acceptance_per_position
-
-    dr = MedusaDrafter(tree)
-    drafted, accepted, produced, passes, nodes, lossless = [], [], 0, 0, 0, True
-    with Engine(path, dr.configure(RuntimeOptions(n_ctx=1024, n_threads=threads))) as eng:
-        for p in prompts:
-            g = generate(eng, p, n_tokens, drafter=dr, draft=3)
-            plain = generate(eng, p, n_tokens, drafter="none")
-            lossless &= g.tokens == plain.tokens
-            drafted += g.stats.drafted
-            accepted += g.stats.accepted
-            produced += g.stats.n_generated - 1
-            passes += g.stats.target_passes
-            nodes += g.stats.tree_nodes
-    return {"tau": produced / passes, "acceptance_per_depth": acceptance_per_position(drafted, accepted, 3),
-            "target_passes": passes, "tokens": produced, "tree_nodes_per_pass": nodes / passes,
-            "lossless": lossless}
-
-
-def native_mtp_tau(path, prompts, n_tokens, threads) -> float:
-    """tau of the model's own MTP head as a chain (draft 3), for reference."""
-    from gguf_mtp.runtime import Engine, RuntimeOptions, generate
-
-    produced = passes = 0
-    with Engine(path, RuntimeOptions(n_ctx=1024, n_threads=threads)) as eng:
-        for p in prompts:
-            g = generate(eng, p, n_tokens, drafter="mtp", draft=3)
-            produced += g.stats.n_generated - 1
-            passes += g.stats.target_passes
-    return produced / passes
-
-
-def measure_speed(paths: dict, prompts, n_tokens, threads, repeats):
-    """tokens/s per (label -> (path, drafter)), plain decoding of each file too; medians."""
-    from gguf_mtp.runtime import Engine, RuntimeOptions, generate, make_drafter
-
-    out = {}
-    for label, (path, drafter) in paths.items():
-        dr = make_drafter(drafter)
-        with Engine(path, dr.configure(RuntimeOptions(n_ctx=1024, n_threads=threads))) as eng:
-            spec, plain, produced, passes, draft_s = [], [], 0, 0, 0.0
-            for _ in range(repeats):
-                t_spec = t_plain = 0.0
-                n = 0
-                for p in prompts:
-                    g = generate(eng, p, n_tokens, drafter="none")
-                    s = generate(eng, p, n_tokens, drafter=dr, draft=3)
-                    assert s.tokens == g.tokens, f"{label}: not lossless"
-                    t_plain += g.stats.decode_s
-                    t_spec += s.stats.decode_s
-                    produced += s.stats.n_generated - 1
-                    passes += s.stats.target_passes
-                    draft_s += s.stats.draft_s
-                    n += g.stats.n_generated - 1
-                plain.append(n / t_plain)                    # decode tokens/s over the prompt set
-                spec.append(n / t_spec)
-        out[label] = {"tokens_per_s": statistics.median(spec), "plain_tokens_per_s": statistics.median(plain),
-                      "speedup": statistics.median(spec) / statistics.median(plain), "tau": produced / passes,
-                      "draft_ms_per_pass": 1e3 * draft_s / passes}
-    return out
-
-
-def plot(res, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for init, style in (("recycled", "o-"), ("scratch", "s--")):
-        pts = res["curves"][init]
-        ax.plot([p["steps"] for p in pts], [p["tau"] for p in pts], style, label=f"{init} init")
-    ax.axhline(res["native_mtp_tau"], color="grey", lw=1, ls=":", label="native MTP chain (draft 3)")
-    ax.set_xlabel("training steps (same data, same schedule)")
-    ax.set_ylabel("tau (tokens per target pass)")
-    ax.set_title(f"Medusa heads on the default model ({res['outtype']}), tree of "
-                 f"{res['tree_nodes']} nodes, draft depth 3", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+sys.path.insert(0, str(HERE))
 
 
 def main():
@@ -153,6 +69,8 @@ def main():
     from gguf_mtp.train.prompts import DEFAULT_PROMPTS_DIR, load_prompts
     from gguf_mtp.train.stitch import stitch
     from gguf_mtp.train.vocab import compress_vocab
+    from gguf_mtp.runtime.drafters import MedusaDrafter
+    from common import measure_speed, measure_tau, plot_tau_curves
 
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -172,7 +90,7 @@ def main():
                               n_threads=a.threads, progress=True))
     res["distill"] = {"sequences": d.n_sequences, "tokens": d.n_tokens, "seconds": time.time() - t}
 
-    res["native_mtp_tau"] = native_mtp_tau(target, eval_prompts, a.eval_tokens, a.threads)
+    res["native_mtp_tau"] = measure_tau(target, eval_prompts, a.eval_tokens, a.threads)["tau"]
     for init in ("recycled", "scratch"):
         start = work / f"{init}-start.gguf"
         heads = init_recycled(target, a.heads) if init == "recycled" else init_scratch(_n_embd(target), a.heads)
@@ -201,7 +119,8 @@ def main():
             # vocabulary's never-trained rows have logit exactly 0 and would outrank real candidates
             comp = work / f"{init}-{s}-n4096.gguf"
             compress_vocab(measured, work / "data", comp, 4096, progress=False)
-            m = measure_tau(comp, eval_prompts, a.eval_tokens, a.threads)
+            m = measure_tau(comp, eval_prompts, a.eval_tokens, a.threads, drafter=MedusaDrafter())
+            m["acceptance_per_depth"] = m.pop("acceptance_per_position")
             curve.append({"steps": s, **m, **train, "seconds": time.time() - t})
             print(f"{init:9s} steps {s:4d}: tau {m['tau']:.3f} acc/depth "
                   + "/".join(f"{x:.2f}" for x in m["acceptance_per_depth"]) + f" lossless={m['lossless']}",
@@ -213,14 +132,15 @@ def main():
     # speed: the better-trained heads with a compressed projection, vs plain and native MTP
     best = max(("recycled", "scratch"), key=lambda i: res["curves"][i][-1]["tau"])
     comp = work / f"{best}-{steps[-1]}-n4096.gguf"
-    from gguf_mtp.runtime.drafters import MedusaDrafter
-
     res["speed"] = measure_speed({f"medusa tree ({best}, N=4096)": (comp, "medusa"),
                                   f"medusa chain ({best}, N=4096)": (comp, MedusaDrafter("chain")),
                                   "native MTP chain (N=4096)": (comp, "mtp")},
                                  eval_prompts, a.eval_tokens, a.threads, a.repeats)
     out.write_text(json.dumps(res, indent=2) + "\n")
-    plot(res, out.with_suffix(".png"))
+    plot_tau_curves(res["curves"], out.with_suffix(".png"), hline=(res["native_mtp_tau"], "native MTP chain (draft 3)"),
+                    ylabel="tau (tokens per target pass)",
+                    title=f"Medusa heads on the default model ({res['outtype']}), tree of {res['tree_nodes']} nodes, "
+                          "draft depth 3")
     print(json.dumps({k: v for k, v in res.items() if k != "settings"}, indent=2))
 
 
