@@ -160,7 +160,9 @@ class MTPDrafter(Drafter):
         return Proposal(drafts, qs)
 
     def accept(self, eng, tok, pos, proposal, n_accepted, hidden):
-        if proposal.tokens:
+        # a drafting pass: a chain, or a tree (whose tokens the loop has replaced by the
+        # accepted branch, empty when nothing was accepted)
+        if proposal.tokens or proposal.tree is not None:
             # (tok, pending) at `pos` is right; later rows were built on the head's own states
             eng.mtp_truncate(pos + 1)
             self.catch_tokens = proposal.tokens[:n_accepted]

@@ -206,17 +206,5 @@ class EagleTreeDrafter(MTPDrafter):
             return Proposal(first, None)
         return Proposal(first, None, tree)
 
-    def accept(self, eng, tok, pos, proposal, n_accepted, hidden):
-        if proposal.tree is None:
-            return super().accept(eng, tok, pos, proposal, n_accepted, hidden)
-        # After a tree verify the loop has replaced proposal.tokens by the
-        # accepted branch, which is empty when nothing was accepted: that is
-        # still a drafting pass (MTPDrafter.accept would take an empty
-        # proposal for a pass without drafting and keep stale catch-up rows).
-        eng.mtp_truncate(pos + 1)
-        self.catch_tokens = list(proposal.tokens[:n_accepted])
-        self.catch_hidden = [hidden[j] for j in range(n_accepted)]
-        self.pending = hidden[n_accepted].copy()
-
 
 __all__ = ["EagleCandidates", "EagleTreeDrafter", "topk_indices"]
