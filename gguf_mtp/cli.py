@@ -92,7 +92,8 @@ def _fail(e: Exception):
                    "the MTP layers stay in the file unless --no-mtp); or the MTP layer as an EAGLE drafter "
                    "(gguf_mtp.drafter = eagle; train it with finetune --method eagle).")
 @click.option("--medusa-heads", type=click.IntRange(1, 16), default=3, show_default=True,
-              help="Number of Medusa heads K (head k drafts the token k+2 places after the last verified one).")
+              help="Number of Medusa heads K (head k, from 0, predicts the token k+2 places after the "
+                   "position whose hidden state it reads).")
 @click.option("--medusa-layers", type=click.IntRange(1, 8), default=1, show_default=True,
               help="Residual blocks x + SiLU(Wx + b) per Medusa head.")
 @click.option("--init", "init", type=click.Choice(["recycled", "scratch"]), default="recycled",

@@ -82,9 +82,11 @@ def distill_data(target, prompts, out, max_tokens, temp, top_p, top_k, seed, top
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def finetune_cmd(data, target, out, method, feature_weight, steps, n_predict, beta, kl_weight, batch_size, seq_len, lr, warmup,
                  weight_decay, response_only, save_every, seed, no_resume, cpu, mixed_precision, quiet):
-    """Fine-tune TARGET's MTP heads on DATA (from distill-data) with FastMTP or
-    MTP-D, or its Medusa heads (--method medusa: head k reads the target's
-    hidden state h_t and learns token t+k+2, weighted beta^k); the heads are
+    """Fine-tune TARGET's MTP heads on DATA (from distill-data) with FastMTP,
+    MTP-D or as an EAGLE drafter (--method eagle: plus regression of its
+    predicted feature onto the target's), or its Medusa heads (--method
+    medusa: head k reads the target's hidden state h_t and learns token
+    t+k+2, weighted beta^k); the heads are
     read from TARGET, its embedding and LM head stay
     frozen. Writes OUT/heads.safetensors, OUT/heads.json, OUT/train_log.jsonl
     and checkpoints (rerun to resume). Several GPUs:
