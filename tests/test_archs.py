@@ -88,3 +88,22 @@ def test_mtp_greedy_speculative_equals_plain(built, name):
                 spec = generate(eng, prompt, 24, drafter="mtp", draft=k)
                 assert spec.tokens == plain.tokens, f"{name}: draft={k} prompt={prompt!r}"
                 assert spec.stats.target_passes < len(spec.tokens) + 1
+
+
+@pytest.mark.parametrize("name", ["llama_mtp", "qwen3_mtp"])
+def test_tree_drafters_are_lossless_on_pure_attention_trunks(built, name):
+    """Dense trunks have a plain KV cache (no hybrid memory): tree verification
+    takes the shared-prefix layout there. n-gram trees and EAGLE-2 trees from
+    the MTP head equal plain greedy decoding (f32)."""
+    from gguf_mtp.runtime import NgramTreeDrafter
+    from gguf_mtp.runtime.eagle import EagleTreeDrafter
+
+    _, gguf = built(name)
+    prompts = ["def fibonacci(n):\n", "The quick brown fox jumps over the lazy dog. The quick brown"]
+    for dr in (NgramTreeDrafter(branches=4), EagleTreeDrafter()):
+        with Engine(gguf, dr.configure(RuntimeOptions(n_threads=2))) as eng:
+            for prompt in prompts:
+                plain = generate(eng, prompt, 48, drafter="none")
+                spec = generate(eng, prompt, 48, drafter=dr, draft=3)
+                assert spec.tokens == plain.tokens, f"{name} {dr.name} {prompt!r}"
+                assert spec.stats.tree_nodes > 0
