@@ -62,22 +62,21 @@ def check_input(model_dir: str | Path, opts: ConvertOptions) -> tuple[Checkpoint
         raise ConversionError("--mtp-only and --no-mtp exclude each other")
     if opts.heads not in HEADS:
         raise ConversionError(f"--heads {opts.heads!r}: choose one of {', '.join(HEADS)}")
-    if opts.heads == "medusa":
-        from .medusa import INITS
+    if opts.heads != "mtp":
+        from . import eagle, medusa
 
-        if opts.init not in INITS:
-            raise ConversionError(f"--init {opts.init!r}: choose one of {', '.join(INITS)}")
+        inits = {"medusa": medusa.INITS, "eagle": eagle.INITS}[opts.heads]
+        if opts.init not in inits:
+            raise ConversionError(f"--init {opts.init!r}: choose one of {', '.join(inits)}")
+    if opts.heads == "medusa":
         if opts.mtp_only:
             raise ConversionError("--heads medusa writes a whole model; --mtp-only is for native MTP layers")
         if opts.init == "recycled" and not opts.mtp:
             raise ConversionError("--init recycled reads the MTP layer: drop --no-mtp, or use --init scratch")
         if opts.medusa_heads < 1 or opts.medusa_layers < 1:
             raise ConversionError("--medusa-heads and --medusa-layers must be at least 1")
-    if opts.heads == "eagle":
-        if opts.init not in ("recycled", "scratch"):
-            raise ConversionError(f"--init {opts.init!r}: choose recycled or scratch")
-        if opts.mtp_only or not opts.mtp:
-            raise ConversionError("--heads eagle turns the MTP layer into the drafter: drop --no-mtp/--mtp-only")
+    if opts.heads == "eagle" and (opts.mtp_only or not opts.mtp):
+        raise ConversionError("--heads eagle turns the MTP layer into the drafter: drop --no-mtp/--mtp-only")
     if opts.head_type is not None and opts.head_type not in HEAD_TYPES:
         raise ConversionError(f"--head-type {opts.head_type!r}: choose one of {', '.join(HEAD_TYPES)}")
     ck = load_checkpoint(model_dir)
@@ -89,6 +88,9 @@ def check_input(model_dir: str | Path, opts: ConvertOptions) -> tuple[Checkpoint
             f"{ck.directory}: this checkpoint has no MTP layers (no {'/'.join(arch.mtp_prefixes)}* tensors, "
             f"{arch.mtp_layers_key}={arch.text_config(ck.config).get(arch.mtp_layers_key, 0)}); "
             "pass --no-mtp to convert the trunk alone")
+    if opts.heads == "eagle" and n_mtp != 1:
+        raise ConversionError(f"{ck.directory}: an EAGLE drafter is recycled from one MTP layer; the "
+                              f"checkpoint has {n_mtp}")
     return ck, arch, (n_mtp if opts.mtp else 0)
 
 
@@ -218,17 +220,11 @@ def convert(model_dir: str | Path, out_path: str | Path, options: ConvertOptions
         if opts.heads == "medusa":
             if opts.init == "scratch":
                 heads = init_scratch(_n_embd(tmp), opts.medusa_heads, opts.medusa_layers)
-            else:
-                if n_mtp == 0:
-                    raise ConversionError(f"{model_dir}: the checkpoint has no MTP layer to recycle into "
-                                          "Medusa heads; use --init scratch")
+            else:               # check_input made sure the checkpoint has MTP layers
                 heads = init_recycled(tmp, opts.medusa_heads, opts.medusa_layers)
             write_heads(tmp, heads, out, head_type=_medusa_type(opts), progress=opts.progress)
             tmp.unlink()
         elif opts.heads == "eagle":
-            if n_mtp != 1:
-                raise ConversionError(f"{model_dir}: an EAGLE drafter is recycled from one MTP layer; the "
-                                      f"checkpoint has {n_mtp}")
             make_eagle(tmp, out, opts.init)
             tmp.unlink()
         else:

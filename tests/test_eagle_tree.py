@@ -17,7 +17,7 @@ from gguf_mtp.runtime import (
     generate,
     make_drafter,
 )
-from gguf_mtp.runtime.eagle import topk_indices
+from gguf_mtp.runtime.sampling import topk_indices
 from gguf_mtp.runtime.loop import _prefill
 from gguf_mtp.runtime.tree import ROOT, verify_tree
 

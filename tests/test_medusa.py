@@ -201,7 +201,7 @@ def medusa_q8(default_gguf, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("tree", ["default", "chain", "0;1;2;0,0;1,0;0,0,0"])
+@pytest.mark.parametrize("tree", ["default", "chain", "0;1;2;0,0;1,0;0,0,0", "1;2;1,0"])
 def test_medusa_drafting_is_lossless_under_greedy(medusa_q8, tree):
     dr = MedusaDrafter(tree)
     with Engine(medusa_q8, dr.configure(RuntimeOptions(n_threads=2))) as eng:

@@ -295,14 +295,11 @@ class MedusaDrafter(Drafter):
         if not paths or self.cand is None:
             return Proposal()
         tree = DraftTree.from_topk(tok, paths, self.cand)
-        top = max(len(p) for p in paths if not any(p))       # the all-top-candidates branch
-        first = [int(self.cand[d][0]) for d in range(top)]
-        if tree.is_chain():
-            return Proposal(tree.path_tokens(tree.leaves()[0]) if len(tree) else [], None)
-        return Proposal(first, None, tree)
+        first = tree.path_tokens(tree.leaves()[0])
+        return Proposal(first, None, None if tree.is_chain() else tree)
 
     def accept(self, eng, tok, pos, proposal, n_accepted, hidden):
-        self._read(eng, proposal.rows[-1] if proposal.rows else n_accepted)
+        self._read(eng, proposal.rows[-1])      # the row whose logits gave the next token
 
 
 from .eagle import EagleTreeDrafter  # at the end: it subclasses MTPDrafter

@@ -129,11 +129,6 @@ class EagleTreeDrafter(MTPDrafter):
         ids = vocab[part] if vocab is not None else part
         return ids.astype(np.int64), x[part].astype(np.float64) - lse
 
-    def _mtp_rows(self, eng, rows, hidden: np.ndarray) -> None:
-        """One MTP pass over general rows (token, pos, seq_ids, output)."""
-        eng._check_batch(len(rows))
-        eng.mtp_decode_rows(rows, hidden)
-
     # -- drafting ----------------------------------------------------------------
 
     def propose(self, eng, context, tok, pos, k, params, rng):
@@ -171,7 +166,7 @@ class EagleTreeDrafter(MTPDrafter):
                     L.llama_memory_seq_cp(mem, seq_of[c.parents[i]], s, -1, -1)
                     seq_of[i] = s
                     rows.append((c.tokens[i], pos + d, (s,), True))
-                self._mtp_rows(eng, rows, np.stack([feat[c.parents[i]] for i in chosen]))
+                eng.mtp_decode_rows(rows, np.stack([feat[c.parents[i]] for i in chosen]))
                 c.expanded.append(chosen)
                 for j, i in enumerate(chosen):
                     if d + 1 < k:
@@ -207,4 +202,4 @@ class EagleTreeDrafter(MTPDrafter):
         return Proposal(first, None, tree)
 
 
-__all__ = ["EagleCandidates", "EagleTreeDrafter", "topk_indices"]
+__all__ = ["EagleCandidates", "EagleTreeDrafter"]

@@ -167,7 +167,7 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
             drafts = proposal.tokens
 
             b = time.perf_counter()
-            tree = proposal.tree if proposal else None
+            tree = proposal.tree
             if tree is not None:
                 # one target choice per visited node, in emission order (see tree.py: lossless)
                 res = verify_tree(eng, pos, tree, want_hidden=dr.needs_hidden,
@@ -213,11 +213,11 @@ def _verify_chain(eng: Engine, sampler: Sampler, params: SamplingParams, history
                   pos: int, proposal, dr: Drafter):
     """One target pass over [tok, d_1..d_K]; returns (n_accepted, next token,
     NextN hidden rows or None) and rolls the target back past a rejection."""
-    drafts = proposal.tokens if proposal else []
+    drafts = proposal.tokens
     verify = [tok] + drafts
     eng.target_decode(verify, pos, [True] * len(verify))
     ctx = history + [tok]
-    if params.greedy or not proposal or proposal.q is None:
+    if params.greedy or proposal.q is None:
         # match rule (deterministic drafts): the target's own choice at each
         # position until the first mismatch; one sampler draw per emitted token
         n_acc = 0

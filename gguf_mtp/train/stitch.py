@@ -146,8 +146,8 @@ def _stitch_medusa(src, state, meta, out: Path, head_type: str | None, progress:
         path = write_heads(src.path, heads, out, head_type=head_type, init="trained", progress=progress)
     except MedusaError as e:
         raise StitchError(str(e)) from None
-    replaced = sorted(n for n in (block_name(k, l, p) for k in range(heads.n_heads)
-                                  for l in range(heads.n_layers) for p in ("weight", "bias")))
+    replaced = sorted(block_name(k, l, p) for k in range(heads.n_heads) for l in range(heads.n_layers)
+                      for p in ("weight", "bias"))
     return StitchResult(path, replaced, {n: HEAD_TYPES[head_type] for n in replaced if n.endswith("weight")})
 
 

@@ -106,7 +106,7 @@ def _head_rows(src: SourceFile, block: int, ids: np.ndarray) -> Tensor:
 def compress_vocab(target: str | Path, data_dir: str | Path, out: str | Path, size: int, *,
                    responses_only: bool = False, progress: bool = True) -> CompressResult:
     """Write TARGET with a draft vocabulary of ``size`` tokens as OUT."""
-    from ..medusa import DRAFT_HEAD, block_name
+    from ..medusa import DRAFT_HEAD, KEY_PROJECTION, block_name
 
     src = SourceFile.open(target)
     kv = src.header.kv
@@ -140,10 +140,10 @@ def compress_vocab(target: str | Path, data_dir: str | Path, out: str | Path, si
         rows = _head_rows(src, -1, ids)
         drafts.append(Tensor(DRAFT_HEAD, rows.shape, rows.gtype, data=rows.data))
     entries = [src.raw_kv(k) for k in src.header.kv
-               if k != DRAFT_VOCAB_KEY and not (has_medusa and k == "gguf_mtp.medusa.projection")]
+               if k != DRAFT_VOCAB_KEY and not (has_medusa and k == KEY_PROJECTION)]
     entries.append(encode_kv(DRAFT_VOCAB_KEY, ARRAY, [int(t) for t in ids], etype=INT32))
     if has_medusa:
-        entries.append(encode_kv("gguf_mtp.medusa.projection", STRING, "draft"))
+        entries.append(encode_kv(KEY_PROJECTION, STRING, "draft"))
     kept = [t for t in src.tensors() if not t.name.endswith(".nextn.draft_head.weight") and t.name != DRAFT_HEAD]
     align = int(kv.get("general.alignment", 32))
     path = write_gguf(out, entries, kept + drafts, alignment=align, progress=progress, desc="Writing")
