@@ -58,13 +58,14 @@ CARD = DATA_DIR / "DEFAULT_MODEL.md"
 #: bump when materialize() writes something different from the same artifact
 _FORMAT_VERSION = 1
 
-#: what ``gguf-mtp demo`` runs: code (what the model knows best) and the prose
-#: of docstrings and comments
+#: what ``gguf-mtp demo`` runs: code and the two kinds of prose the model read
+#: (docstrings, and the Linux man-pages)
 DEFAULT_PROMPTS: tuple[str, ...] = (
     'def read_config(path):\n    """Read a configuration file and return a dict."""\n',
     "class Stack:\n    \"\"\"A last-in, first-out stack.\"\"\"\n\n    def __init__(self):\n",
     "import os\nimport sys\n\n\ndef main(argv=None):\n",
     '"""Utilities for working with temporary files.\n\nThis module provides',
+    "The open() system call opens the file specified by pathname. If the specified file does not exist,",
 )
 
 _USED_IDS = "__used_ids__"

@@ -51,7 +51,6 @@ import math
 import os
 import platform
 import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -74,41 +73,41 @@ from gguf_mtp import default_model as dm  # noqa: E402
 from gguf_mtp.checkpoints import qwen35_text_config  # noqa: E402
 from gguf_mtp.tokenizer import cached_tokenizer_dir, default_vocab_gguf, qwen35_vocab_info  # noqa: E402
 
-#: stdlib directories left out: test suites, the IDLE GUI, lib2to3's fixers,
-#: third-party packages, and ``encodings`` (mostly generated charmap tables that
-#: would teach the model hex literals instead of Python)
-EXCLUDED_DIRS = {"test", "tests", "idle_test", "idlelib", "lib2to3", "site-packages", "__pycache__",
-                 "encodings"}
-
-
 # ---------------------------------------------------------------------------- data
 
-def stdlib_files() -> tuple[Path, list[Path]]:
-    """The standard library's ``*.py`` files, sorted by relative path (deterministic)."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    files = []
-    for path in root.rglob("*.py"):
-        parts = path.relative_to(root).parts
-        if any(p in EXCLUDED_DIRS or p.startswith("test_") for p in parts[:-1]):
-            continue
-        if parts[-1].startswith("test_"):
-            continue
-        files.append(path)
-    return root, sorted(files, key=lambda p: p.relative_to(root).as_posix())
+def load_corpus(seed: int) -> tuple[list[tuple[str, str]], dict]:
+    """Every document of the local corpus (:mod:`gguf_mtp.train.corpus`: the
+    standard library, the listed site-packages, the Linux man-pages), in an
+    order shuffled by ``seed`` so that the held-out tail mixes all sources;
+    and the corpus record for the card."""
+    from gguf_mtp.train import corpus
+
+    stdlib = corpus.stdlib_source()
+    site, versions = corpus.site_packages_source()
+    man = corpus.man_pages_source()
+    if not man.docs:
+        raise SystemExit(f"no Linux man-pages under {corpus.MAN_ROOT} (Debian: apt install manpages manpages-dev)")
+    sources = [stdlib, site, man]
+    docs = [(src.name, text) for src in sources for _, text in src.docs]
+    order = np.random.default_rng(seed).permutation(len(docs))
+    return [docs[i] for i in order], corpus.describe(sources, versions)
 
 
-def tokenize_corpus(files: list[Path], eos_id: int) -> np.ndarray:
-    """All files as one token stream, each file followed by ``<|endoftext|>``."""
+def tokenize_corpus(docs: list[tuple[str, str]], eos_id: int) -> tuple[np.ndarray, dict[str, int]]:
+    """All documents as one token stream, each followed by ``<|endoftext|>``;
+    and the token count per source."""
     import tokenizers
 
     tok = tokenizers.Tokenizer.from_file(str(cached_tokenizer_dir(default_vocab_gguf()) / "tokenizer.json"))
     out: list[np.ndarray] = []
+    per_source: dict[str, int] = {}
     step = 64
-    for i in tqdm(range(0, len(files), step), desc="tokenize", unit="batch", leave=False):
-        texts = [p.read_text(encoding="utf-8", errors="replace") for p in files[i:i + step]]
-        for enc in tok.encode_batch(texts, add_special_tokens=False):
+    for i in tqdm(range(0, len(docs), step), desc="tokenize", unit="batch", leave=False):
+        chunk = docs[i:i + step]
+        for (name, _), enc in zip(chunk, tok.encode_batch([t for _, t in chunk], add_special_tokens=False)):
             out.append(np.asarray(enc.ids + [eos_id], dtype=np.int32))
-    return np.concatenate(out)
+            per_source[name] = per_source.get(name, 0) + len(enc.ids) + 1
+    return np.concatenate(out), per_source
 
 
 def choose_vocab(train: np.ndarray, k: int, eos_id: int) -> np.ndarray:
@@ -436,26 +435,26 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("model")
-    g.add_argument("--hidden", type=int, default=128)
-    g.add_argument("--layers", type=int, default=4)
-    g.add_argument("--full-attention-interval", type=int, default=4)
+    g.add_argument("--hidden", type=int, default=192)
+    g.add_argument("--layers", type=int, default=6)
+    g.add_argument("--full-attention-interval", type=int, default=3)
     g.add_argument("--all-full-attention", action="store_true")
-    g.add_argument("--intermediate", type=int, default=384)
-    g.add_argument("--heads", type=int, default=4)
+    g.add_argument("--intermediate", type=int, default=576)
+    g.add_argument("--heads", type=int, default=6)
     g.add_argument("--kv-heads", type=int, default=2)
     g.add_argument("--head-dim", type=int, default=32)
     g.add_argument("--linear-head-dim", type=int, default=32)
-    g.add_argument("--linear-key-heads", type=int, default=2)
-    g.add_argument("--linear-value-heads", type=int, default=4)
-    g.add_argument("--vocab", type=int, default=4096,
+    g.add_argument("--linear-key-heads", type=int, default=3)
+    g.add_argument("--linear-value-heads", type=int, default=6)
+    g.add_argument("--vocab", type=int, default=8192,
                    help="compact vocabulary: the K-1 most frequent ids get rows, plus the zero-row bucket")
     g = p.add_argument_group("training")
-    g.add_argument("--steps", type=int, default=600)
-    g.add_argument("--batch", type=int, default=16)
-    g.add_argument("--seq-len", type=int, default=128)
+    g.add_argument("--steps", type=int, default=2000)
+    g.add_argument("--batch", type=int, default=8)
+    g.add_argument("--seq-len", type=int, default=256)
     g.add_argument("--lr", type=float, default=3e-3)
     g.add_argument("--lr-floor", type=float, default=0.1, help="final lr as a fraction of the peak")
-    g.add_argument("--warmup", type=int, default=50)
+    g.add_argument("--warmup", type=int, default=100)
     g.add_argument("--weight-decay", type=float, default=0.1)
     g.add_argument("--mtp-weight", type=float, default=0.3, help="lambda in L_next + lambda * L_MTP")
     g.add_argument("--val-fraction", type=float, default=0.01)
@@ -479,8 +478,8 @@ def train(args) -> dict:
     eos = vocab["eos_id"]
 
     t0 = time.perf_counter()
-    root, files = stdlib_files()
-    stream = tokenize_corpus(files, eos)
+    docs, corpus_record = load_corpus(args.seed)
+    stream, per_source = tokenize_corpus(docs, eos)
     n_val = int(len(stream) * args.val_fraction)
     train_ids, val_ids = stream[: len(stream) - n_val], stream[len(stream) - n_val:]
     used = choose_vocab(train_ids, args.vocab - 1, eos) if args.vocab else np.unique(train_ids)
@@ -490,7 +489,7 @@ def train(args) -> dict:
     train_c = torch.from_numpy(to_compact[train_ids])
     val_c = torch.from_numpy(to_compact[val_ids])
     coverage = float((train_c != rare).float().mean())
-    print(f"data: {len(files)} files, {len(stream):,} tokens ({len(train_ids):,} train), "
+    print(f"data: {len(docs)} documents {per_source}, {len(stream):,} tokens ({len(train_ids):,} train), "
           f"{rare:,} used ids cover {coverage:.1%} [{time.perf_counter() - t0:.0f}s]", file=sys.stderr)
 
     kwargs, compact = model_config(args, rare + 1, vocab)
@@ -545,7 +544,8 @@ def train(args) -> dict:
         "n_vocab": int(vocab["n_tokens"]), "n_used": int(rare), "coverage": coverage,
         "n_params": int(n_params), "n_params_mtp": int(n_params_mtp),
         "python": platform.python_version(), "torch": torch.__version__,
-        "stdlib": str(root), "n_files": len(files), "n_tokens": int(len(stream)),
+        "corpus": corpus_record, "tokens_per_source": per_source, "n_docs": len(docs),
+        "n_tokens": int(len(stream)),
         "n_train_tokens": int(len(train_ids)), "val_fraction": args.val_fraction,
         "steps": args.steps, "batch": args.batch, "seq_len": args.seq_len,
         "tokens_seen": args.steps * args.batch * args.seq_len,

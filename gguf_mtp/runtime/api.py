@@ -131,19 +131,7 @@ class SpeculativeLlama:
     # -- chat ----------------------------------------------------------------
 
     def chat_formatter(self):
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        eng = self.engine
-        template = eng.meta("tokenizer.chat_template")
-        if not template:
-            raise ValueError(f"{self.model_path} has no chat template (tokenizer.chat_template)")
-
-        def piece(key):
-            tid = eng.meta(key)
-            return eng.token_bytes(int(tid)).decode(errors="ignore") if tid not in (None, "") else ""
-
-        return Jinja2ChatFormatter(template, eos_token=piece("tokenizer.ggml.eos_token_id"),
-                                   bos_token=piece("tokenizer.ggml.bos_token_id"))
+        return chat_formatter(self.engine, self.model_path)
 
     def create_chat_completion(self, messages: list[dict], max_tokens: int | None = None, temperature: float = 0.2,
                                top_p: float = 0.95, min_p: float = 0.05, top_k: int = 40,
@@ -164,6 +152,23 @@ class SpeculativeLlama:
         if stream:
             return _convert_text_completion_chunks_to_chat(res)
         return _convert_completion_to_chat(res)
+
+
+def chat_formatter(eng, name=None):
+    """llama-cpp-python's Jinja2 formatter for the chat template stored in the
+    GGUF behind ``eng`` (raises ValueError when it has none)."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = eng.meta("tokenizer.chat_template")
+    if not template:
+        raise ValueError(f"{name or 'the model'} has no chat template (tokenizer.chat_template)")
+
+    def piece(key):
+        tid = eng.meta(key)
+        return eng.token_bytes(int(tid)).decode(errors="ignore") if tid not in (None, "") else ""
+
+    return Jinja2ChatFormatter(template, eos_token=piece("tokenizer.ggml.eos_token_id"),
+                               bos_token=piece("tokenizer.ggml.bos_token_id"))
 
 
 def _first_stop(text: str, stops: list[str]) -> int | None:

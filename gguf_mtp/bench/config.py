@@ -1,0 +1,101 @@
+"""What a benchmark run measures: :class:`BenchConfig`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+#: drafters the bench knows, in table order
+#:   none        plain decoding (every row's baseline)
+#:   lcp-ngram   llama-cpp-python's LlamaPromptLookupDecoding through llama_cpp.Llama
+#:   ngram       gguf-mtp's prompt-lookup n-gram chain
+#:   upstream    llama.cpp's own draft-mtp (llama-speculative-simple of the pinned commit)
+#:   mtp         the native MTP head, full vocabulary (the file upstream runs too)
+#:   mtp-cv      the native MTP head with the compressed draft vocabulary
+#:   fastmtp     the MTP head fine-tuned with FastMTP (shared recursive head, beta-decay)
+#:   eagle       the MTP block recycled into an EAGLE drafter and trained (chain)
+#:   eagle-tree  the same drafter, EAGLE-2 dynamic tree
+#:   medusa      Medusa heads recycled from the MTP layer and trained (static tree)
+DRAFTERS = ("none", "lcp-ngram", "ngram", "upstream", "mtp", "mtp-cv", "fastmtp", "eagle", "eagle-tree", "medusa")
+
+#: drafter -> the file family it runs on
+FAMILY = {"none": "base", "lcp-ngram": "base", "ngram": "base", "upstream": "base", "mtp": "base",
+          "mtp-cv": "mtp", "fastmtp": "fastmtp", "eagle": "eagle", "eagle-tree": "eagle", "medusa": "medusa"}
+
+#: drafters whose heads are trained by the bench
+TRAINED = {"fastmtp", "eagle", "eagle-tree", "medusa"}
+
+#: drafters measured at one draft setting only (trees: their own shape)
+FIXED_DRAFT = {"eagle-tree": 3, "medusa": 3}
+
+QUANTS = ("f16", "q8_0", "q4_k_m", "q4_0")
+HEAD_TYPES = ("f16", "q8_0", "q4_0")
+
+
+@dataclass
+class BenchConfig:
+    """One benchmark run.
+
+    ``target`` is a GGUF with an MTP layer at high precision (f32/f16/bf16),
+    the source of every quant level; ``None`` means the embedded default model.
+    """
+
+    target: str | None = None
+    out: str = "bench-results"
+    work: str | None = None                     # default: the gguf-mtp cache, keyed by the target
+    quants: tuple[str, ...] = QUANTS
+    drafters: tuple[str, ...] = DRAFTERS
+    drafts: tuple[int, ...] = (1, 2, 3, 4)
+    head_types: tuple[str, ...] = HEAD_TYPES    # swept for mtp-cv at draft ``head_sweep_draft``
+    head_type: str = "q8_0"                     # the heads' type everywhere else
+    head_sweep_draft: int = 3
+    prompt_sets: tuple[str, ...] = ("code", "prose", "chat")
+    prompts_per_set: int = 3
+    n_tokens: int = 64
+    repeats: int = 3
+    threads: int | None = None
+    n_gpu_layers: int | None = None
+    draft_vocab: int = 4096                     # compressed draft vocabulary of the trained/cv files (0: off)
+    train_steps: int = 200                      # per trained drafter
+    train_prompts: int = 192                    # self-distillation prompts
+    train_max_tokens: int = 96
+    cost_n_max: int = 9                         # c(n) measured for n = 1..cost_n_max
+    quick: bool = False
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def quick_config(cls, **kw) -> "BenchConfig":
+        """The CI mode: every stage runs, on as little as shows the pipeline works
+        (one quant, two head types, short generations, a few training steps)."""
+        base = dict(quants=("q8_0",), drafters=("none", "lcp-ngram", "ngram", "upstream", "mtp", "mtp-cv",
+                                                "fastmtp", "medusa"),
+                    drafts=(2,), head_types=("q8_0", "q4_0"), head_sweep_draft=2, prompts_per_set=1,
+                    n_tokens=16, repeats=1, draft_vocab=1024, train_steps=2, train_prompts=8,
+                    train_max_tokens=24, cost_n_max=4, quick=True)
+        base.update(kw)
+        return cls(**base)
+
+    def validate(self) -> None:
+        bad = [d for d in self.drafters if d not in DRAFTERS]
+        if bad:
+            raise ValueError(f"unknown drafter(s) {', '.join(bad)}; choose from {', '.join(DRAFTERS)}")
+        from ..quantize import FTYPES, HEAD_TYPES as QHEAD
+
+        bad = [q for q in self.quants if q not in FTYPES]
+        if bad:
+            raise ValueError(f"unknown quant level(s) {', '.join(bad)}; choose from {', '.join(FTYPES)}")
+        bad = [h for h in (*self.head_types, self.head_type) if h not in QHEAD]
+        if bad:
+            raise ValueError(f"unknown head type(s) {', '.join(bad)}; choose from {', '.join(QHEAD)}")
+        if not self.drafts or min(self.drafts) < 1:
+            raise ValueError("draft lengths must be >= 1")
+        if self.repeats < 1 or self.n_tokens < 2:
+            raise ValueError("repeats must be >= 1 and n_tokens >= 2")
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    def out_dir(self) -> Path:
+        return Path(self.out)
