@@ -29,7 +29,8 @@ TOKENS = [785, 4937, 13876, 38835, 34208, 916, 279, 15678, 5562, 13, 1096, 374, 
 NAMES = sorted(n for n in FIXTURES if n != "qwen35")
 EXACT = {"n_ctx": 256, "n_threads": 1, "kv_type": "f32", "flash_attn": False}
 GGUF_ARCH = {"qwen35_moe": "qwen35moe", "qwen3_next": "qwen3next", "deepseek_v3": "deepseek2",
-             "glm4_moe": "glm4moe", "llama_mtp": "llama", "qwen2_mtp": "qwen2", "qwen3_mtp": "qwen3", "mimo": "qwen2"}
+             "glm4_moe": "glm4moe", "llama_mtp": "llama", "qwen2_mtp": "qwen2", "qwen3_mtp": "qwen3", "mimo": "qwen2",
+             "gemma3_mtp": "gemma3"}
 
 
 @pytest.fixture(autouse=True)

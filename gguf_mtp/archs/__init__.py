@@ -4,7 +4,7 @@ describing how its MTP layers are stored and where they land in the GGUF."""
 from __future__ import annotations
 
 from .base import MTPArch
-from .dense import LLAMA_MTP, QWEN2_MTP, QWEN3_MTP
+from .dense import GEMMA3_MTP, LLAMA_MTP, QWEN2_MTP, QWEN3_MTP
 from .deepseek_v3 import DEEPSEEK_V3
 from .glm4_moe import GLM4_MOE
 from .mimo import MIMO
@@ -15,7 +15,7 @@ from .qwen3_next import QWEN3_NEXT
 #: every supported architecture, keyed by the Hugging Face class name
 ARCHITECTURES: dict[str, MTPArch] = {name: arch for arch in (QWEN35, QWEN35_MOE, QWEN3_NEXT) for name in arch.hf_architectures}
 ARCHITECTURES.update({name: arch for arch in (DEEPSEEK_V3, GLM4_MOE) for name in arch.hf_architectures})
-ARCHITECTURES.update({name: arch for arch in (LLAMA_MTP, QWEN2_MTP, QWEN3_MTP, MIMO) for name in arch.hf_architectures})
+ARCHITECTURES.update({name: arch for arch in (LLAMA_MTP, QWEN2_MTP, QWEN3_MTP, GEMMA3_MTP, MIMO) for name in arch.hf_architectures})
 
 
 class UnsupportedArchitecture(ValueError):

@@ -1,6 +1,7 @@
 """Dense llama-family trunks with MTP heads: ``LlamaForCausalLM`` (SmolLM2,
-Llama), ``Qwen2ForCausalLM`` (Qwen2.5) and ``Qwen3ForCausalLM`` (Qwen3) ->
-GGUF arch ``llama`` / ``qwen2`` / ``qwen3``.
+Llama), ``Qwen2ForCausalLM`` (Qwen2.5), ``Qwen3ForCausalLM`` (Qwen3) and
+``Gemma3ForCausalLM`` (Gemma 3 text) -> GGUF arch ``llama`` / ``qwen2`` /
+``qwen3`` / ``gemma3``.
 
 No released checkpoint of these families ships MTP layers; this is the layout
 gguf-mtp defines for heads trained on them, DeepSeek-V3's appended after the
@@ -16,8 +17,18 @@ trunk: MTP layer ``i`` is ``model.layers.{N + i}`` (N = num_hidden_layers,
 * ``shared_head.norm``, and optionally ``shared_head.head`` and its own
   ``embed_tokens`` (otherwise the trunk's LM head and embedding are shared).
 
-The patched runtime (patch 0004) loads block N as that layer and runs it as
-the MTP drafter. The pinned converters know nothing of the extra layers:
+The patched runtime (patch 0004; 0008 for gemma3) loads block N as that layer
+and runs it as the MTP drafter.
+
+Gemma 3: the decoder layer is a Gemma 3 layer (q/k norms, the sandwich norms
+``post_attention_layernorm`` / ``pre_feedforward_layernorm`` /
+``post_feedforward_layernorm``, GELU-tanh MLP) whose RMSNorms are Gemma's
+``x * (1 + w)`` (the converter stores ``1 + w``, as for the trunk); the token
+embedding is scaled by ``sqrt(hidden_size)`` before ``enorm``, as the trunk
+scales its input embedding; the layer attends without a sliding window with
+the RoPE of the global (``full_attention``) layers. The fusion norms
+(``enorm``, ``hnorm``, ``shared_head.norm``) are plain RMSNorms (``x * w``,
+stored as they are), the layout's own tensors in every family. The pinned converters know nothing of the extra layers:
 :class:`DenseMTPConverter` keeps them as ``blk.{N+i}`` (the decoder tensors
 through the converter's own mapping, so e.g. llama's q/k RoPE permutation
 applies to them too) and writes ``<arch>.nextn_predict_layers``.
@@ -135,3 +146,19 @@ QWEN3_MTP = _dense("Qwen3ForCausalLM", "qwen3", (
     ("model.layers.N.self_attn.{q,k,v,o}_proj.weight", "blk.N.attn_{q,k,v,output}.weight"),
     ("model.layers.N.self_attn.{q,k}_norm.weight", "blk.N.attn_{q,k}_norm.weight"),
 ))
+GEMMA3_MTP = AppendedNextNArch(
+    hf_architectures=("Gemma3ForCausalLM",),
+    gguf_arch="gemma3",
+    mtp_prefixes=("model.layers.N.",),
+    mtp_layers_key="num_nextn_predict_layers",
+    hidden_source=_HIDDEN,
+    tensor_map=_FUSION + (
+        ("model.layers.N.self_attn.{q,k,v,o}_proj.weight", "blk.N.attn_{q,k,v,output}.weight"),
+        ("model.layers.N.self_attn.{q,k}_norm.weight", "blk.N.attn_{q,k}_norm.weight (stored 1 + w)"),
+        ("model.layers.N.post_attention_layernorm.weight", "blk.N.post_attention_norm.weight (stored 1 + w)"),
+        ("model.layers.N.pre_feedforward_layernorm.weight", "blk.N.ffn_norm.weight (stored 1 + w)"),
+        ("model.layers.N.post_feedforward_layernorm.weight", "blk.N.post_ffw_norm.weight (stored 1 + w)"),
+        ("model.layers.N.mlp.{gate,up,down}_proj.weight", "blk.N.ffn_{gate,up,down}.weight"),
+    ),
+    converter_mixin=DenseMTPConverter,
+)

@@ -74,6 +74,9 @@ def distill_data(target, prompts, out, max_tokens, temp, top_p, top_k, seed, top
 @click.option("--warmup", type=int, default=20, show_default=True, help="Warmup steps (then cosine decay).")
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
 @click.option("--response-only", is_flag=True, help="Loss only on response tokens (not the prompt).")
+@click.option("--train-vocab", type=int, default=0, show_default=True,
+              help="fastmtp: softmax over the N most frequent tokens of DATA only (the draft vocabulary "
+                   "'compress-vocab -N' selects); 0 = the whole vocabulary.")
 @click.option("--save-every", type=int, default=100, show_default=True, help="Checkpoint interval in steps.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-resume", is_flag=True, help="Start over even if OUT holds checkpoints.")
@@ -81,7 +84,7 @@ def distill_data(target, prompts, out, max_tokens, temp, top_p, top_k, seed, top
 @click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default="no", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def finetune_cmd(data, target, out, method, feature_weight, steps, n_predict, beta, kl_weight, batch_size, seq_len, lr, warmup,
-                 weight_decay, response_only, save_every, seed, no_resume, cpu, mixed_precision, quiet):
+                 weight_decay, response_only, train_vocab, save_every, seed, no_resume, cpu, mixed_precision, quiet):
     """Fine-tune TARGET's MTP heads on DATA (from distill-data) with FastMTP,
     MTP-D or as an EAGLE drafter (--method eagle: plus regression of its
     predicted feature onto the target's), or its Medusa heads (--method
@@ -98,7 +101,7 @@ def finetune_cmd(data, target, out, method, feature_weight, steps, n_predict, be
                              steps=steps, n_predict=n_predict,
                              beta=beta, kl_weight=kl_weight, batch_size=batch_size, seq_len=seq_len, lr=lr,
                              warmup_steps=warmup, weight_decay=weight_decay, response_only=response_only,
-                             save_every=save_every, seed=seed, resume=not no_resume, cpu=cpu,
+                             train_vocab=train_vocab, save_every=save_every, seed=seed, resume=not no_resume, cpu=cpu,
                              mixed_precision=mixed_precision, progress=not quiet)
         r = finetune(cfg)
     except (ValueError, FileNotFoundError) as e:
@@ -183,11 +186,14 @@ def compress_vocab_cmd(target, data, out, size, responses_only, quiet):
 @click.option("--work", default=None, type=click.Path(file_okay=False, path_type=str),
               help="Keep the stages here (init.gguf, data/, heads/); rerunning reuses finished stages. "
                    "Default: a temporary directory, removed at the end.")
+@click.option("--train-vocab", type=int, default=0, show_default=True,
+              help="Train over the N most frequent distilled tokens only (0 = the whole vocabulary); "
+                   "for large vocabularies (Gemma 3: 262,144), with 'compress-vocab -N' for drafting.")
 @click.option("-t", "--threads", type=int, default=None, help="CPU threads for distilling (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def retrofit_cmd(target, out, steps, prompts, max_prompts, max_tokens, lr, batch_size, seq_len, head_type, work,
-                 threads, quiet):
-    """Give a dense llama / qwen2 / qwen3 GGUF without MTP layers a trained
+                 train_vocab, threads, quiet):
+    """Give a dense llama / qwen2 / qwen3 / gemma3 GGUF without MTP layers a trained
     MTP head, writing OUT. TARGET's trunk is copied unchanged; one MTP block
     is appended (initialised from the trunk's last layer), trained with
     FastMTP on TARGET's own answers (distill-data at its quantization) and
@@ -198,7 +204,7 @@ def retrofit_cmd(target, out, steps, prompts, max_prompts, max_tokens, lr, batch
 
     cfg = RetrofitConfig(target=target, out=out, work=work, prompts=prompts, max_prompts=max_prompts,
                          max_tokens=max_tokens, steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len,
-                         head_type=head_type, n_threads=threads, progress=not quiet)
+                         head_type=head_type, train_vocab=train_vocab, n_threads=threads, progress=not quiet)
     try:
         r = retrofit(cfg)
     except (RetrofitError, HeadsError, StitchError, ValueError, FileNotFoundError) as e:

@@ -28,7 +28,14 @@ CPU and on several GPUs, ``accelerate launch -m gguf_mtp.train ...``):
     (:mod:`gguf_mtp.train.heads_medusa`). ``n_predict`` is not used.
 
 The trunk's embedding and LM head are frozen (shared with the trunk); only the
-MTP block trains. AdamW, linear warmup then cosine decay to ``min_lr_ratio``.
+MTP block trains. ``train_vocab`` N (fastmtp only) trains over a draft
+vocabulary: the N most frequent tokens of the data (end-of-generation tokens
+always in; the selection of ``gguf-mtp compress-vocab``,
+:mod:`gguf_mtp.train.vocab`). The LM head the loss sees is cut to those rows
+and the softmax runs over them; positions whose target token is outside the
+set drop out of the loss. With a 262k vocabulary (Gemma 3) this is the
+difference between a step dominated by the LM head and one that is not; the
+head it trains is the one a drafter with the same compressed vocabulary runs. AdamW, linear warmup then cosine decay to ``min_lr_ratio``.
 Every ``save_every`` steps a checkpoint (accelerate's ``save_state``: model,
 optimizer, scheduler, RNG) goes to ``OUT/checkpoints/step-NNNNNN``; a rerun
 with the same OUT resumes from the latest one. ``OUT/train_log.jsonl`` has
@@ -72,6 +79,7 @@ class FinetuneConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     response_only: bool = False      # loss only where the predicted token belongs to the response
+    train_vocab: int = 0             # fastmtp: softmax over the N most frequent data tokens only (0: all)
     save_every: int = 100
     seed: int = 0
     resume: bool = True
@@ -86,6 +94,10 @@ class FinetuneConfig:
             raise ValueError("n_predict must be >= 1")
         if self.seq_len < self.n_predict + 2:
             raise ValueError(f"seq_len must be >= n_predict + 2 = {self.n_predict + 2}")
+        if self.train_vocab < 0:
+            raise ValueError("train_vocab must be >= 0")
+        if self.train_vocab and self.method != "fastmtp":
+            raise ValueError(f"train_vocab is implemented for fastmtp, not {self.method}")
 
 
 def step_weights(k: int, beta: float) -> list[float]:
@@ -143,7 +155,7 @@ class WindowDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         s, lo, hi, resp = self.windows[i]
         h = self._handle(s)
-        get = lambda name: h.get_slice(name)[lo:hi]  # noqa: E731
+        get = lambda name: h.get_slice(name)[lo:hi]
         pos = np.arange(lo, hi)
         return {"tokens": get("tokens").astype(np.int64), "hidden": get("hidden").astype(np.float32),
                 "topk_values": get("topk_values").astype(np.float32),
@@ -189,8 +201,46 @@ class EpochSampler(torch.utils.data.Sampler):
 
 # -- loss ---------------------------------------------------------------------
 
-def mtp_losses(module, batch: dict[str, torch.Tensor], cfg: FinetuneConfig) -> tuple[torch.Tensor, dict]:
-    """The recursive K-step loss of one batch; returns (loss, metrics)."""
+def restrict_lm_heads(module: torch.nn.Module, ids: np.ndarray) -> torch.Tensor:
+    """Cut every ``lm_head`` of ``module`` (shared ones once) to the rows ``ids``
+    (frozen copies); returns the map token id -> row (-1 outside the set)."""
+    ids_t = torch.as_tensor(np.asarray(ids, dtype=np.int64))
+    done: dict[int, torch.nn.Linear] = {}
+    n_vocab = None
+    for m in list(module.modules()):
+        head = getattr(m, "lm_head", None)
+        if not isinstance(head, torch.nn.Linear):
+            continue
+        if id(head) not in done:
+            n_vocab = head.weight.shape[0]
+            cut = torch.nn.Linear(head.weight.shape[1], len(ids_t), bias=head.bias is not None)
+            with torch.no_grad():
+                cut.weight.copy_(head.weight[ids_t])
+                if head.bias is not None:
+                    cut.bias.copy_(head.bias[ids_t])
+            cut.requires_grad_(False)
+            done[id(head)] = cut
+        m.lm_head = done[id(head)]
+    if n_vocab is None:
+        raise ValueError("train_vocab: the heads module has no lm_head to cut")
+    remap = torch.full((n_vocab,), -1, dtype=torch.long)
+    remap[ids_t] = torch.arange(len(ids_t))
+    return remap
+
+
+def train_vocab_ids(data: str | Path, target: str | Path, size: int, n_vocab: int) -> np.ndarray:
+    """The ``size`` most frequent tokens of DATA, TARGET's end-of-generation tokens included."""
+    from ..gguf_rewrite import SourceFile
+    from .vocab import _eog_ids, select_draft_vocab, token_counts
+
+    return select_draft_vocab(token_counts(data, n_vocab), min(size, n_vocab), _eog_ids(SourceFile.open(target)))
+
+
+def mtp_losses(module, batch: dict[str, torch.Tensor], cfg: FinetuneConfig,
+               remap: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """The recursive K-step loss of one batch; returns (loss, metrics).
+    ``remap`` (:func:`restrict_lm_heads`): the heads' logits are over a draft
+    vocabulary; targets are mapped into it and those outside drop out."""
     x, h, valid = batch["tokens"], batch["hidden"], batch["valid"]
     use = valid & batch["response"] if cfg.response_only else valid
     T = x.shape[1]
@@ -208,6 +258,10 @@ def mtp_losses(module, batch: dict[str, torch.Tensor], cfg: FinetuneConfig) -> t
         logits, prev = module(ids, prev[:, :n], pos, layer=(k - 1) % n_layers)
         target = x[:, k + 1:k + 1 + n]
         mask = use[:, k + 1:k + 1 + n]
+        if remap is not None:
+            target = remap.to(target.device)[target]
+            mask = mask & (target >= 0)
+            target = target.clamp(min=0)
         logp = F.log_softmax(logits.float(), dim=-1)
         nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
         denom = mask.sum().clamp(min=1)
@@ -282,6 +336,15 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
         heads = load_heads(cfg.target)
         module = heads.module.train()
         loss_fn, min_len = mtp_losses, cfg.n_predict + 2
+        if cfg.train_vocab:
+            import functools
+
+            n_vocab = int(heads.layout.config.get("vocab_size") or 0) or None
+            if n_vocab is None:
+                n_vocab = next(m.lm_head.weight.shape[0] for m in module.modules()
+                               if isinstance(getattr(m, "lm_head", None), torch.nn.Linear))
+            remap = restrict_lm_heads(module, train_vocab_ids(cfg.data, cfg.target, cfg.train_vocab, n_vocab))
+            loss_fn = functools.partial(mtp_losses, remap=remap)
     params = [p for p in module.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
@@ -298,7 +361,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     if ckpt is not None:
         saved = json.loads((ckpt / "trainer_state.json").read_text())
         keys = ("method", "n_predict", "beta", "kl_weight", "feature_weight", "batch_size", "seq_len", "seed",
-                "response_only")
+                "response_only", "train_vocab")
         differ = [k for k in keys if saved["config"].get(k, getattr(FinetuneConfig, k, None)) != getattr(cfg, k)]
         if differ:
             raise ValueError(f"{ckpt} was written with different settings ({', '.join(differ)}); "
@@ -379,5 +442,12 @@ def _save_checkpoint(acc, out: Path, step: int, cfg: FinetuneConfig) -> None:
     acc.wait_for_everyone()
 
 
-__all__ = ["FinetuneConfig", "FinetuneResult", "METHODS", "WindowDataset", "finetune", "mtp_losses",
-           "step_weights"]
+__all__ = [
+    "METHODS",
+    "FinetuneConfig",
+    "FinetuneResult",
+    "WindowDataset",
+    "finetune",
+    "mtp_losses",
+    "step_weights",
+]

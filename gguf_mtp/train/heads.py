@@ -19,7 +19,7 @@ equal llama.cpp's MTP graph (tests/test_train_heads*.py):
 * ``qwen35`` (here): :class:`gguf_mtp.reference.Qwen35MTP`;
 * ``qwen35moe``, ``qwen3next``: :mod:`gguf_mtp.train.heads_qwen_moe`;
 * ``deepseek2``, ``glm4moe``: :mod:`gguf_mtp.train.heads_nextn`;
-* ``llama``, ``qwen2`` (MiMo included), ``qwen3``: :mod:`gguf_mtp.train.heads_dense`.
+* ``llama``, ``qwen2`` (MiMo included), ``qwen3``, ``gemma3``: :mod:`gguf_mtp.train.heads_dense`.
 
 Qwen3.5 (GGUF arch ``qwen35``), the converter's transforms on the MTP block
 and their inverses:
@@ -99,6 +99,7 @@ FAMILIES: dict[str, str] = {
     "llama": "gguf_mtp.train.heads_dense:DENSE",
     "qwen2": "gguf_mtp.train.heads_dense:DENSE",
     "qwen3": "gguf_mtp.train.heads_dense:DENSE",
+    "gemma3": "gguf_mtp.train.heads_dense:DENSE",
 }
 SUPPORTED_ARCHS = tuple(FAMILIES)
 

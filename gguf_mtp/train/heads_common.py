@@ -290,12 +290,27 @@ def appended_fusion_rules(layout: GGUFLayout, i: int) -> list[TensorRule]:
             plain(p + "shared_head.norm.weight", b + "nextn.shared_head_norm.weight")]
 
 
+class ScaledEmbedding(nn.Embedding):
+    """An embedding whose rows are multiplied by ``scale`` (Gemma's ``sqrt(hidden)``,
+    transformers' ``Gemma3TextScaledWordEmbedding``); the weight is the shared
+    (frozen) embedding's own parameter."""
+
+    def __init__(self, embed: nn.Embedding, scale: float):
+        super().__init__(embed.num_embeddings, embed.embedding_dim, _weight=embed.weight.detach())
+        self.weight = embed.weight
+        self.scale = float(scale)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return super().forward(input_ids) * self.scale
+
+
 def build_appended(layout: GGUFLayout, view: GGUFView, state: dict, cfg, layer_cls, norm_cls,
-                   rotary_cls) -> MTPHeads:
+                   rotary_cls, embed_scale: float | None = None) -> MTPHeads:
     """DeepSeek-style appended MTP layers: each its own fusion, decoder layer
     (built with ``layer_idx = N + i``) and shared-head norm; its own
     ``nextn.embed_tokens`` / ``nextn.shared_head_head`` where the GGUF has
-    them (frozen), otherwise the trunk's."""
+    them (frozen), otherwise the trunk's. ``embed_scale``: the MTP's token
+    embedding is multiplied by it before ``enorm`` (Gemma)."""
     from ..mtp_module import FusedMTP, embedding_from, linear_from
 
     hidden, eps = cfg.hidden_size, cfg.rms_norm_eps
@@ -306,12 +321,13 @@ def build_appended(layout: GGUFLayout, view: GGUFView, state: dict, cfg, layer_c
         b = layout.blk(i)
         own_embed = view.tensors.get(b + "nextn.embed_tokens.weight")
         own_head = view.tensors.get(b + "nextn.shared_head_head.weight")
+        mtp_embed = embed if own_embed is None else embedding_from(torch.from_numpy(dequant(own_embed)))
         fused = FusedMTP(
             enorm=norm_cls(hidden, eps=eps), hnorm=norm_cls(hidden, eps=eps),
             eh_proj=nn.Linear(2 * hidden, hidden, bias=False),
             layers=nn.ModuleList([layer_cls(cfg, layout.n_trunk + i)]),
             head_norm=norm_cls(hidden, eps=eps),
-            embed=embed if own_embed is None else embedding_from(torch.from_numpy(dequant(own_embed))),
+            embed=mtp_embed if embed_scale is None else ScaledEmbedding(mtp_embed, embed_scale),
             lm_head=lm_head if own_head is None else linear_from(torch.from_numpy(dequant(own_head))),
             rotary_emb=rotary)
         rename = dict(APPENDED_FUSION_NAMES)
@@ -350,6 +366,7 @@ __all__ = [
     "HeadsError",
     "HeadsFamily",
     "MTPHeads",
+    "ScaledEmbedding",
     "TensorInfo",
     "TensorRule",
     "appended_fusion_rules",

@@ -1,5 +1,6 @@
 """``gguf-mtp retrofit TARGET.gguf OUT.gguf``: MTP heads for a dense model
-that has none (llama / qwen2 / qwen3: SmolLM2, Llama, Qwen2.5, Qwen3).
+that has none (llama / qwen2 / qwen3 / gemma3: SmolLM2, Llama, Qwen2.5, Qwen3,
+Gemma 3 text).
 
 Four stages, each kept in a work directory so a rerun reuses the finished
 ones:
@@ -48,7 +49,27 @@ training):
   the space of the hidden state it gets in the next recursive step.
 
 Together, at step 0 the block's output state equals its input hidden state
-``output_norm(x)`` (up to the head type's rounding). Measured on SmolLM2-135M
+``output_norm(x)`` (up to the head type's rounding).
+
+Gemma 3 (``gemma3``, patch 0008): the copied layer is a Gemma 3 layer, whose
+residual branches end in a norm (``post_attention_norm``, ``post_ffw_norm``:
+the sandwich norms). A zero output projection does not switch such a branch
+off smoothly: RMSNorm rescales whatever the projection writes to the norm's
+gain, so the first update of a zero ``attn_output`` would add a full-size
+branch in a random direction (the gradient at zero is amplified by
+``1/sqrt(eps)``). The branches are switched off by the norms' gains instead:
+``post_attention_norm`` and ``post_ffw_norm`` start at 0 (the GGUF stores
+``1 + w``, so in transformers' terms ``w = -1``), and the output projections
+keep the trunk's values, so a branch grows in proportion to its gain from the
+direction the trunk's own layer writes (:func:`zero_init`). The GGUF's norm
+weights are already ``1 + w`` (the converter's shift), which is what
+``hnorm = 1 / output_norm`` and ``shared_head_norm = output_norm`` need: the
+runtime multiplies by the stored value. The fusion norms are plain RMSNorms.
+
+A 262,144-token vocabulary (Gemma 3) makes the LM head most of a training
+step: ``train_vocab`` N trains over the N most frequent tokens of the
+distilled data (:func:`gguf_mtp.train.finetune.restrict_lm_heads`), the draft
+vocabulary ``gguf-mtp compress-vocab`` gives the runtime. Measured on SmolLM2-135M
 (30 steps of FastMTP on a few distilled sequences, ``benchmarks/README.md``),
 this trained much faster than keeping the copied layer's output projections
 (first loss 34 vs 10.6, loss after 30 steps 3.5 vs 1.6): the copied layer run
@@ -67,10 +88,18 @@ from pathlib import Path
 import numpy as np
 
 #: GGUF architectures the dense MTP layout (and its PyTorch heads) covers
-SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3")
+SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
 STATE = "retrofit.json"
 #: the copied layer's residual-branch output projections, zero at the start
 ZERO_INIT = ("attn_output.weight", "ffn_down.weight")
+#: per architecture, the tensors that switch the copied layer's residual branches off
+#: (gemma3: the gains of the post-attention / post-FFW norms; see the module docstring)
+ZERO_INIT_BY_ARCH = {"gemma3": ("post_attention_norm.weight", "post_ffw_norm.weight")}
+
+
+def zero_init(arch: str) -> tuple[str, ...]:
+    """The tensors (suffix after ``blk.N.``) that start at zero in ``arch``'s initial block."""
+    return ZERO_INIT_BY_ARCH.get(arch, ZERO_INIT)
 
 
 class RetrofitError(ValueError):
@@ -87,7 +116,7 @@ class InitResult:
 
 @dataclass
 class RetrofitConfig:
-    target: str                       # a dense llama / qwen2 / qwen3 GGUF without MTP layers
+    target: str                       # a dense llama / qwen2 / qwen3 / gemma3 GGUF without MTP layers
     out: str                          # the retrofitted GGUF
     work: str | None = None           # stage directory (None: a temporary one, removed at the end)
     prompts: str | None = None        # prompt file / directory (None: the set shipped with gguf-mtp)
@@ -99,6 +128,7 @@ class RetrofitConfig:
     seq_len: int = 128
     warmup_steps: int = 20
     n_predict: int = 3
+    train_vocab: int = 0              # FastMTP's softmax over the N most frequent data tokens (0: all)
     head_type: str = "q8_0"
     save_every: int = 50
     seed: int = 0
@@ -185,10 +215,11 @@ def initial_block(target: str | Path, out: str | Path, *, head_type: str = "q8_0
         raise RetrofitError(f"{src.path}: already has tensors {new}* beyond its {n_trunk} layers")
 
     arrays: dict[str, np.ndarray] = {}
+    zeros = zero_init(arch)
     for t in layer:
         suffix = t.name[len(last):]
         a = view.array(t.name)
-        arrays[new + suffix] = np.zeros_like(a) if suffix in ZERO_INIT else a
+        arrays[new + suffix] = np.zeros_like(a) if suffix in zeros else a
     hidden = int(view.shape("token_embd.weight")[1])
     g = view.array("output_norm.weight").astype(np.float32)
     safe = np.abs(g) >= 1e-3
@@ -236,10 +267,13 @@ def _identity(cfg: RetrofitConfig) -> dict:
 
     prompts = load_prompts(cfg.prompts or DEFAULT_PROMPTS_DIR)[:cfg.max_prompts]
     digest = hashlib.sha256(json.dumps(prompts).encode()).hexdigest()[:32]
+    train = {"steps": cfg.steps, "lr": cfg.lr, "batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
+             "warmup_steps": cfg.warmup_steps, "n_predict": cfg.n_predict, "seed": cfg.seed}
+    if cfg.train_vocab:
+        train["train_vocab"] = cfg.train_vocab
     return {"target": target_fingerprint(cfg.target), "head_type": cfg.head_type,
             "data": {"prompts": digest, "max_prompts": cfg.max_prompts, "max_tokens": cfg.max_tokens},
-            "train": {"steps": cfg.steps, "lr": cfg.lr, "batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
-                      "warmup_steps": cfg.warmup_steps, "n_predict": cfg.n_predict, "seed": cfg.seed}}
+            "train": train}
 
 
 def _heads_done(heads: Path, want: dict) -> bool:

@@ -32,8 +32,8 @@ import numpy as np
 from ..gguf_rewrite import ARRAY, INT32, STRING, SourceFile, Tensor, encode_kv, write_gguf
 from ..inspect_gguf import DRAFT_VOCAB_KEY, read_int_array, tensor_nbytes
 
-#: GGUF architectures whose MTP graph reads blk.i.nextn.draft_head (patch 0006)
-SUPPORTED_ARCHS = ("qwen35", "llama", "qwen2", "qwen3")
+#: GGUF architectures whose MTP graph reads blk.i.nextn.draft_head (patch 0006; gemma3: 0008)
+SUPPORTED_ARCHS = ("qwen35", "llama", "qwen2", "qwen3", "gemma3")
 
 
 class VocabError(ValueError):
