@@ -9,13 +9,15 @@ co-trained on local text so that its MTP head accepts a real share of drafts.
 
 What it does, in order:
 
-1. Data. Every ``*.py`` file of the running Python's standard library
-   (``sysconfig.get_paths()["stdlib"]``, sorted; test suites, ``idlelib``,
-   ``lib2to3``, ``encodings`` and ``site-packages`` left out; the prose of
-   ``pydoc_data/topics.py`` and of docstrings and comments stays in),
-   tokenized with the real Qwen3.5 tokenizer (``tokenizers``), files joined
-   by ``<|endoftext|>``. The last ``--val-fraction`` of the stream is held
-   out for the validation losses.
+1. Data (:mod:`gguf_mtp.train.corpus`, all local, nothing downloaded): the
+   ``*.py`` files of the running Python's standard library (test suites,
+   ``idlelib``, ``lib2to3``, ``encodings`` left out), of a fixed list of
+   pure-Python site-packages (pip, click, jinja2, packaging, networkx, tqdm,
+   markdown-it, filelock), and English prose: the Linux man-pages project's
+   pages (sections 2, 3, 4, 5, 7) rendered to plain text. Documents are
+   shuffled with the seed, tokenized with the real Qwen3.5 tokenizer
+   (``tokenizers``) and joined by ``<|endoftext|>``; the last
+   ``--val-fraction`` of the stream is held out for the validation losses.
 2. Vocabulary. The ``--vocab`` - 1 most frequent token ids of the training
    stream (``<|endoftext|>`` among them) get embedding rows; every other id of the 151,936
    keeps an all-zero row, which the artifact never stores. The model trains
@@ -345,6 +347,24 @@ def pooled(results: dict, outtype: str, k: int) -> dict:
 
 # ---------------------------------------------------------------------------- card
 
+def _data_lines(m: dict) -> list[str]:
+    """The card's description of the corpus (``meta["corpus"]``, :mod:`gguf_mtp.train.corpus`)."""
+    c, toks = m["corpus"], m["tokens_per_source"]
+    src = c["sources"]
+    site = ", ".join(f"{k} {v}" for k, v in c["site_packages"].items())
+    return [
+        f"- data: {m['n_docs']:,} documents, {m['n_tokens']:,} Qwen3.5 tokens, shuffled (seed {m['seed']}), "
+        f"last {m['val_fraction']:.0%} held out:",
+        f"  - code: {src['stdlib']['docs']} `*.py` files of the Python {m['python']} standard library (test "
+        f"suites, idlelib, lib2to3, encodings left out), {toks['stdlib']:,} tokens; "
+        f"{src['site-packages']['docs']} `*.py` files of site-packages ({site}), {toks['site-packages']:,} tokens",
+        f"  - English prose: {src['man-pages']['docs']:,} pages of the Linux man-pages project (sections 2, 3, 4, "
+        f"5, 7; Debian's `manpages`, `manpages-dev`) rendered to plain text by `gguf_mtp.train.corpus`, "
+        f"{toks['man-pages']:,} tokens; plus the docstrings and comments of the code",
+        f"  - corpus SHA-256 `{c['sha256'][:16]}…` (over every document's path and text)",
+    ]
+
+
 def write_card(path: Path, meta: dict, results: dict, drafts, n_predict: int, threads: int,
                artifact: Path) -> None:
     m, c = meta, meta["config"]
@@ -373,9 +393,7 @@ def write_card(path: Path, meta: dict, results: dict, drafts, n_predict: int, th
         "",
         "## Data and training",
         "",
-        f"- data: {m['n_files']} `*.py` files of the Python {m['python']} standard library "
-        f"(test suites, idlelib, lib2to3, encodings left out), {m['n_tokens']:,} Qwen3.5 tokens; "
-        f"last {m['val_fraction']:.0%} held out",
+        *_data_lines(m),
         f"- the {m['n_used']:,} most frequent ids cover {m['coverage']:.1%} of the training tokens; the rest "
         "train as the exact full-vocabulary zero-row bucket",
         f"- objective L = L_next + {m['mtp_weight']} * L_MTP (MTP row p: emb(x_p) with trunk post-norm h_(p-1) "

@@ -29,6 +29,9 @@ TRAINED = {"fastmtp", "eagle", "eagle-tree", "medusa"}
 FIXED_DRAFT = {"eagle-tree": 3, "medusa": 3}
 
 QUANTS = ("f16", "q8_0", "q4_k_m", "q4_0")
+#: the quant level "source": the target file as it is (an already quantized GGUF,
+#: e.g. a retrofitted Q4_1), heads included
+SOURCE = "source"
 HEAD_TYPES = ("f16", "q8_0", "q4_0")
 
 
@@ -41,6 +44,8 @@ class BenchConfig:
     """
 
     target: str | None = None
+    #: quant levels are made from ``target`` with llama.cpp's quantizer; ``source``
+    #: measures the target itself
     out: str = "bench-results"
     work: str | None = None                     # default: the gguf-mtp cache, keyed by the target
     quants: tuple[str, ...] = QUANTS
@@ -82,7 +87,7 @@ class BenchConfig:
             raise ValueError(f"unknown drafter(s) {', '.join(bad)}; choose from {', '.join(DRAFTERS)}")
         from ..quantize import FTYPES, HEAD_TYPES as QHEAD
 
-        bad = [q for q in self.quants if q not in FTYPES]
+        bad = [q for q in self.quants if q not in FTYPES and q != SOURCE]
         if bad:
             raise ValueError(f"unknown quant level(s) {', '.join(bad)}; choose from {', '.join(FTYPES)}")
         bad = [h for h in (*self.head_types, self.head_type) if h not in QHEAD]

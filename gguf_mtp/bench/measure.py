@@ -148,36 +148,46 @@ def measure_lcp_ngram(path, drafts, prompts: list[tuple[str, str]], cfg: BenchCo
     for k in drafts:
         models[k] = Llama(**kw, draft_model=LlamaPromptLookupDecoding(num_pred_tokens=k, max_ngram_size=2))
     try:
-        speeds = {k: [] for k in models}
-        agree = {k: True for k in models}
-        for _ in range(cfg.repeats):
-            for k, llm in models.items():
-                n_tot, t_tot = 0, 0.0
-                for i, (_, prompt) in enumerate(prompts):
-                    llm.reset()
-                    toks, t_first, t_last = [], None, None
-                    for chunk in llm.create_completion(prompt, max_tokens=cfg.n_tokens, temperature=0.0,
-                                                       top_k=1, stream=True):
-                        now = time.perf_counter()
-                        t_first = t_first or now
-                        t_last = now
-                        toks.append(chunk["choices"][0]["text"])
-                    if len(toks) > 1:
-                        n_tot += len(toks) - 1
-                        t_tot += t_last - t_first
-                    if reference is not None and i in reference:
-                        agree[k] &= "".join(toks) == reference[i]
-                    if tick:
-                        tick()
-                speeds[k].append(n_tot / t_tot if t_tot else 0.0)
+        return _lcp_runs(models, drafts, prompts, cfg, reference, tick, out)
+    except RuntimeError as e:
+        # llama-cpp-python removes rejected draft tokens with llama_memory_seq_rm,
+        # which recurrent layers (Qwen3.5's Gated DeltaNet) cannot do partially:
+        # the next llama_decode then fails
+        out["error"] = f"{type(e).__name__}: {e}"
+        return out
     finally:
         for llm in models.values():
             llm.close()
+
+
+def _lcp_runs(models, drafts, prompts, cfg, reference, tick, out) -> dict:
+    speeds = {k: [] for k in models}
+    agree = {k: True for k in models}
+    for _ in range(cfg.repeats):
+        for k, llm in models.items():
+            n_tot, t_tot = 0, 0.0
+            for i, (_, prompt) in enumerate(prompts):
+                llm.reset()
+                toks, t_first, t_last = [], None, None
+                for chunk in llm.create_completion(prompt, max_tokens=cfg.n_tokens, temperature=0.0, top_k=1,
+                                                   stream=True):
+                    now = time.perf_counter()
+                    t_first = t_first or now
+                    t_last = now
+                    toks.append(chunk["choices"][0]["text"])
+                if len(toks) > 1:
+                    n_tot += len(toks) - 1
+                    t_tot += t_last - t_first
+                if reference is not None and i in reference:
+                    agree[k] &= "".join(toks) == reference[i]
+                if tick:
+                    tick()
+            speeds[k].append(n_tot / t_tot if t_tot else 0.0)
     plain = statistics.median(speeds[0])
     out["plain_tokens_per_s"] = plain
+    out["matches_plain"] = agree[0]
     for k in drafts:
         med = statistics.median(speeds[k])
-        out["matches_plain"] = agree[0]
         out["runs"][f"lcp-ngram@{k}"] = {"drafter": "lcp-ngram", "draft": k, "tokens_per_s": med,
                                          "repeats": speeds[k], "speedup": med / plain if plain else 0.0,
                                          "matches_plain": agree[k]}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import DRAFTERS, QUANTS
+from .config import DRAFTERS, QUANTS as _QUANTS, SOURCE
+
+QUANTS = (*_QUANTS, SOURCE)
 
 #: how each drafter is named in tables and plots
 NAMES = {
@@ -114,8 +116,15 @@ def markdown(results: dict) -> str:
     ]
     if results.get("command"):
         parts += ["```", results["command"], "```", ""]
+    notes = []
+    for q, b in results.get("baselines", {}).items():
+        if b.get("lcp_error"):
+            notes.append(f"- {q}: llama-cpp-python's prompt lookup failed ({b['lcp_error']}): its `Llama` "
+                         "removes rejected draft tokens from the cache, which recurrent layers cannot do")
+        if isinstance(b.get("upstream"), str):
+            notes.append(f"- {q}: llama.cpp draft-mtp {b['upstream']}")
     parts += ["## Best draft length per drafter (speedup over plain decoding of the same file)", "",
-              headline(results), "",
+              headline(results), "", *notes, "" if notes else None,
               "## Every run", "",
               "Speedup: against plain decoding of the same file in the same process (llama-cpp-python's "
               "prompt lookup: against its own `Llama` without a draft model; llama.cpp draft-mtp: against "
@@ -125,7 +134,7 @@ def markdown(results: dict) -> str:
               full_table(results), "",
               "## Batch-cost curve c(n) = time(n-token pass) / time(1-token pass)", "",
               cost_table(results)]
-    return "\n".join(parts)
+    return "\n".join(p for p in parts if p is not None)
 
 
 # ---------------------------------------------------------------------------- plots

@@ -8,7 +8,7 @@ import platform
 import time
 from pathlib import Path
 
-from .config import FAMILY, FIXED_DRAFT, TRAINED, BenchConfig
+from .config import FAMILY, FIXED_DRAFT, SOURCE, TRAINED, BenchConfig
 from .measure import Run, measure_file, measure_lcp_ngram, measure_upstream
 from .variants import Workspace
 
@@ -37,7 +37,7 @@ def plan(cfg: BenchConfig) -> list[dict]:
             fam = "mtp" if cfg.draft_vocab > 0 and "mtp-cv" in cfg.drafters else "base"
             key = "mtp-cv" if fam == "mtp" else "mtp"
             for h in cfg.head_types:
-                if h == cfg.head_type:
+                if h == cfg.head_type or quant == SOURCE:
                     continue
                 items.append({"quant": quant, "head_type": h, "family": fam,
                               "runs": [Run(key, "mtp", cfg.head_sweep_draft)]})
@@ -59,7 +59,7 @@ def machine() -> dict:
         from ..runtime import info as runtime_info
 
         rt = runtime_info()
-        info["runtime"] = {k: rt[k] for k in ("build_key", "llama_cpp_commit", "cmake_args", "gpu_offload")
+        info["runtime"] = {k: rt[k] for k in ("key", "llama_cpp_python", "llama_cpp_commit", "cmake_args")
                            if k in rt}
     except Exception:  # the report still says what it can
         pass
@@ -100,7 +100,8 @@ def run_bench(cfg: BenchConfig, command: str | None = None) -> dict:
     for it in items:
         needed.append((it["family"], it["quant"], it["head_type"]))
     if any(FAMILY.get(d) and d in TRAINED for d in cfg.drafters) or cfg.draft_vocab > 0:
-        needed.insert(0, ("base", "q8_0", cfg.head_type))  # the distillation target comes first
+        q = SOURCE if SOURCE in cfg.quants else "q8_0"
+        needed.insert(0, ("base", q, cfg.head_type))  # the distillation target comes first
     files = {}
     bar = tqdm(needed, desc="build files", unit="file", disable=not cfg.progress)
     for fam, quant, head in bar:
@@ -146,8 +147,11 @@ def run_bench(cfg: BenchConfig, command: str | None = None) -> dict:
             if lcp_ks:
                 bar.set_postfix_str(f"lcp-ngram {it['quant']}")
                 lcp = measure_lcp_ngram(path, lcp_ks, prompts, cfg, reference=ref, tick=bar.update)
-                base["lcp_plain_tokens_per_s"] = lcp["plain_tokens_per_s"]
-                base["lcp_plain_matches"] = lcp.get("matches_plain")
+                if "error" in lcp:
+                    base["lcp_error"] = lcp["error"]
+                else:
+                    base["lcp_plain_tokens_per_s"] = lcp["plain_tokens_per_s"]
+                    base["lcp_plain_matches"] = lcp.get("matches_plain")
                 for label, r in lcp["runs"].items():
                     results["rows"].append({"quant": it["quant"], "head_type": it["head_type"], "file": fkey,
                                             "plain_tokens_per_s": lcp["plain_tokens_per_s"], **r,

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import BenchConfig
+from .config import SOURCE, BenchConfig
 
 #: finetune settings per trained family (method, learning rate)
 TRAINING = {"fastmtp": ("fastmtp", 3e-4), "eagle": ("eagle", 3e-4), "medusa": ("medusa", 1e-3)}
@@ -77,7 +77,8 @@ class Workspace:
             from ..train.prompts import DEFAULT_PROMPTS_DIR
 
             tmp = path.with_name(path.name + ".partial")
-            distill(DistillConfig(target=str(self.variant("base", "q8_0", cfg.head_type)),
+            q = SOURCE if SOURCE in cfg.quants else "q8_0"
+            distill(DistillConfig(target=str(self.variant("base", q, cfg.head_type)),
                                   prompts=str(DEFAULT_PROMPTS_DIR), out=str(tmp),
                                   max_tokens=cfg.train_max_tokens, max_prompts=cfg.train_prompts,
                                   shard_size=32, n_threads=cfg.threads, n_gpu_layers=cfg.n_gpu_layers,
@@ -145,6 +146,12 @@ class Workspace:
         """``family`` at trunk type ``quant`` with heads at ``head_type`` (the draft
         vocabulary compressed for every family but ``base``)."""
         cv = self.cfg.draft_vocab if family != "base" else 0
+        if quant == SOURCE:
+            if family not in ("base", "mtp"):
+                raise ValueError(f"the {family} drafter needs a quantizable target (quant level {SOURCE!r} "
+                                 "measures the target file as it is)")
+            if not cv:
+                return self.target
         src = self.family_source(family)
         name = src.stem if family not in ("base", "mtp") else "target"
         out = self.root / f"{name}-{quant}-h{head_type}" f"{f'-v{cv}' if cv else ''}.gguf"
@@ -152,7 +159,7 @@ class Workspace:
         def build(path: Path) -> None:
             from ..quantize import quantize
 
-            quantized = self.root / f"{name}-{quant}-h{head_type}.gguf"
+            quantized = self.target if quant == SOURCE else self.root / f"{name}-{quant}-h{head_type}.gguf"
             if not quantized.exists():
                 quantize(src, quantized, quant, head_type=head_type, nthread=self.cfg.threads)
             if cv:
