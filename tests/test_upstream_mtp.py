@@ -1,0 +1,110 @@
+"""Upstream llama.cpp draft-mtp baseline (``gguf_mtp.bench.upstream_mtp``).
+
+The parser tests run always (on a captured output sample); the end-to-end
+tests need the tool (``python -m gguf_mtp.bench.upstream_mtp build``) and
+skip without it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gguf_mtp.bench import upstream_mtp as um
+
+# llama-speculative-simple --log-jsonl -lv 4 on the default q8_0 model, K=2,
+# -n 11 (12 tokens asked); trimmed to the lines the parser reads and a few others.
+SAMPLE = "\n".join(json.dumps(o) for o in [
+    {"type": "log", "time": 1, "level": "info", "msg": "llama_model_loader: - kv   0: general.architecture str = qwen35\n"},
+    {"type": "log", "time": 2, "level": "info", "msg": "common_speculative_init_result: creating MTP draft context against the target model 'm.gguf'\n"},
+    {"type": "log", "time": 3, "level": "none", "msg": "\n\n"},
+    {"type": "log", "time": 4, "level": "none", "msg": "def"},
+    {"type": "log", "time": 5, "level": "none", "msg": " add"},
+    {"type": "log", "time": 6, "level": "none", "msg": "(a"},
+    {"type": "log", "time": 7, "level": "none", "msg": ","},
+    {"type": "log", "time": 8, "level": "none", "msg": " b"},
+    {"type": "log", "time": 9, "level": "none", "msg": "):"},
+    *({"type": "log", "time": 10 + i, "level": "none", "msg": p} for i, p in enumerate(
+        ["\n", "   ", " return", " a", " +", " b", "\n\n", "def", " sub", "(a", ",", " b", "):", "\n"])),
+    {"type": "log", "time": 30, "level": "none", "msg": "\n\n"},
+    {"type": "log", "time": 31, "level": "info", "msg": "encoded    6 tokens in    0.012 seconds, speed:  500.000 t/s\n"},
+    {"type": "log", "time": 32, "level": "info", "msg": "decoded   14 tokens in    0.140 seconds, speed:  100.000 t/s\n"},
+    {"type": "log", "time": 33, "level": "info", "msg": "\n"},
+    {"type": "log", "time": 34, "level": "info", "msg": "n_draft   = 2\n"},
+    {"type": "log", "time": 35, "level": "info", "msg": "n_predict = 14\n"},
+    {"type": "log", "time": 36, "level": "info", "msg": "n_drafted = 12\n"},
+    {"type": "log", "time": 37, "level": "info", "msg": "n_accept  = 8\n"},
+    {"type": "log", "time": 38, "level": "info", "msg": "accept    = 66.667%\n"},
+    {"type": "log", "time": 39, "level": "info", "msg": "spec print_stats: statistics        draft-mtp: #calls(b,g,a) =    1      6      6, "
+                                                    "#gen drafts =      6, #acc drafts =     5, #gen tokens =     12, #acc tokens =     8, "
+                                                    "dur(b,g,a) = 0.001, 20.000, 0.010 ms, #mean acc len = 2.33, #acc rate/pos = (0.833, 0.500)\n"},
+    {"type": "log", "time": 40, "level": "info", "msg": "llama_perf_context_print:        eval time =       0.00 ms /     1 runs\n"},
+    {"type": "log", "time": 41, "level": "none", "msg": "\n\n"},
+])
+
+
+def test_parse_output_sample():
+    res = um.parse_output(SAMPLE, n_requested=12)
+    assert res["n_prompt"] == 6 and "".join(res["prompt_pieces"]) == "def add(a, b):"
+    assert res["tokens"][:3] == ["\n", "   ", " return"] and len(res["tokens"]) == 14
+    # exactly the 12 tokens asked for, though the tool overshoots
+    assert res["text"] == "\n    return a + b\n\ndef sub(a, b"
+    assert res["full_text"] == "\n    return a + b\n\ndef sub(a, b):\n"
+    assert (res["n_predict"], res["n_drafted"], res["n_accept"], res["n_draft"]) == (14, 12, 8, 2)
+    assert res["decode_tokens_per_s"] == 100.0 and res["encode_tokens_per_s"] == 500.0
+    assert res["decode_seconds"] == 0.14
+    assert res["n_verify"] == 6 and res["tau"] == 2.33
+    assert res["acceptance_per_position"] == [0.833, 0.5]
+    assert not res["lossy_utf8"]
+
+
+def test_parse_output_rejects_foreign_output():
+    with pytest.raises(um.UpstreamRunError, match="encoded"):
+        um.parse_output('{"level": "none", "msg": "hello"}\nnot json\n')
+
+
+def test_no_plain_mode():
+    with pytest.raises(ValueError, match="no plain mode"):
+        um.run_draft_mtp("/nonexistent", "/nonexistent.gguf", "x", 8, 0, 1)
+
+
+def test_tool_key_follows_cmake_args_and_sdist():
+    assert um.tool_key("") == um.tool_key("")
+    assert um.tool_key("") != um.tool_key("-DGGML_CUDA=on")
+    assert um.tool_key("") != um.tool_key("", target="llama-cli")
+    assert "-DLLAMA_BUILD_EXAMPLES=ON" in um._cmake_args("")
+    assert um._cmake_args("-DGGML_CUDA=on")[-1] == "-DGGML_CUDA=on"  # the user's arguments come last and win
+
+
+needs_tool = pytest.mark.skipif(um.tool_path() is None,
+                                reason="upstream llama-speculative-simple not built "
+                                       "(python -m gguf_mtp.bench.upstream_mtp build)")
+
+PROMPTS = ("def fibonacci(n):", "The history of the printing press")
+N_TOKENS = 24
+
+
+@pytest.fixture(scope="module")
+def plain_texts(default_gguf):
+    from gguf_mtp.runtime import Engine, RuntimeOptions, generate
+
+    path = default_gguf("q8_0")
+    with Engine(path, RuntimeOptions(n_ctx=1024, n_threads=2)) as eng:
+        return path, {p: generate(eng, p, N_TOKENS, drafter="none").text for p in PROMPTS}
+
+
+@needs_tool
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_upstream_draft_mtp_matches_plain_greedy(plain_texts, k):
+    path, ref = plain_texts
+    tool = um.tool_path()
+    for p in PROMPTS:
+        r = um.run_draft_mtp(tool, path, p, N_TOKENS, k, threads=2)
+        assert r.text == ref[p], (p, k, r.stderr_tail)
+        assert r.n_predict >= N_TOKENS and r.full_text.startswith(r.text)
+        assert r.decode_tokens_per_s > 0 and r.encode_tokens_per_s > 0
+        assert 0 <= r.n_accept <= r.n_drafted <= k * r.n_verify
+        # every pass but the last ones drafts the full K (p-min is 0)
+        assert r.tau is not None and 1.0 <= r.tau <= k + 1
+        assert len(r.acceptance_per_position) <= k
+        assert r.n_predict == r.n_verify + r.n_accept  # one target token per pass plus the accepted drafts
