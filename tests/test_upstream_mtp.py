@@ -25,7 +25,7 @@ SAMPLE = "\n".join(json.dumps(o) for o in [
     {"type": "log", "time": 8, "level": "none", "msg": " b"},
     {"type": "log", "time": 9, "level": "none", "msg": "):"},
     *({"type": "log", "time": 10 + i, "level": "none", "msg": p} for i, p in enumerate(
-        ["\n", "   ", " return", " a", " +", " b", "\n\n", "def", " sub", "(a", ",", " b", "):", "\n"])),
+        ["\n", "   ", " return", " a", " +", " b", "\n\n", "def", " sub", "(a", ",", " b", "):", "\n\n"])),  # a generated "\n\n" last
     {"type": "log", "time": 30, "level": "none", "msg": "\n\n"},
     {"type": "log", "time": 31, "level": "info", "msg": "encoded    6 tokens in    0.012 seconds, speed:  500.000 t/s\n"},
     {"type": "log", "time": 32, "level": "info", "msg": "decoded   14 tokens in    0.140 seconds, speed:  100.000 t/s\n"},
@@ -49,7 +49,7 @@ def test_parse_output_sample():
     assert res["tokens"][:3] == ["\n", "   ", " return"] and len(res["tokens"]) == 14
     # exactly the 12 tokens asked for, though the tool overshoots
     assert res["text"] == "\n    return a + b\n\ndef sub(a, b"
-    assert res["full_text"] == "\n    return a + b\n\ndef sub(a, b):\n"
+    assert res["full_text"] == "\n    return a + b\n\ndef sub(a, b):\n\n"
     assert (res["n_predict"], res["n_drafted"], res["n_accept"], res["n_draft"]) == (14, 12, 8, 2)
     assert res["decode_tokens_per_s"] == 100.0 and res["encode_tokens_per_s"] == 500.0
     assert res["decode_seconds"] == 0.14

@@ -297,8 +297,8 @@ _ENC = re.compile(r"encoded\s+(\d+) tokens in\s+([\d.]+) seconds, speed:\s+([\d.
 _DEC = re.compile(r"decoded\s+(\d+) tokens in\s+([\d.]+) seconds, speed:\s+([\d.a-z]+) t/s")
 _KV = re.compile(r"^(n_draft|n_predict|n_drafted|n_accept)\s*=\s*(-?\d+)\s*$")
 _STATS = re.compile(r"statistics\s+draft-mtp: #calls\(b,g,a\) = \s*(\d+)\s+(\d+)\s+(\d+), #gen drafts = \s*(\d+), "
-                    r"#acc drafts = \s*(\d+), #gen tokens = \s*(\d+), #acc tokens = \s*(\d+)"
-                    r"(?:, #mean acc len = ([\d.]+), #acc rate/pos = \(([^)]*)\))?")
+                    r"#acc drafts = \s*(\d+), #gen tokens = \s*(\d+), #acc tokens = \s*(\d+)")
+_TAU = re.compile(r"#mean acc len = ([\d.]+), #acc rate/pos = \(([^)]*)\)")
 
 
 def _float(s: str) -> float:
@@ -315,31 +315,34 @@ def parse_output(stdout: str, n_requested: int | None = None) -> dict:
 
     The tool prints "\\n\\n", then the prompt's tokens one entry each, then
     every generated token one entry each, then "\\n\\n" and its statistics
-    (level "info"). ``encoded N tokens`` tells how many prompt entries to skip.
+    (level "info"), the first of them ``encoded N tokens`` (which tells how
+    many prompt entries to skip). Generated tokens may themselves be "\\n\\n",
+    so the text is cut by position in the stream, never by content: it ends
+    with the one "\\n\\n" entry just before the ``encoded`` line.
     """
-    outputs: list[str] = []   # level "none": the tool's text output, one entry per LOG call
-    info: list[str] = []      # every other level, in order
+    stream: list[tuple[bool, str]] = []   # (is text output, msg) in order; output = level "none", one per LOG call
     for line in stdout.splitlines():
-        line = line.strip()
-        if not line:
+        if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except ValueError:
-            info.append(line)
-            continue
-        if not isinstance(obj, dict) or "msg" not in obj:
-            info.append(line)
-            continue
-        if obj.get("level") == "none":
-            outputs.append(obj["msg"])
+            obj = None
+        if not isinstance(obj, dict) or not isinstance(obj.get("msg"), str):
+            stream.append((False, line.rstrip()))
         else:
-            info.append(obj["msg"].rstrip("\n"))
+            stream.append((obj.get("level") == "none", obj["msg"] if obj.get("level") == "none"
+                           else obj["msg"].rstrip("\n")))
+    info = [msg for is_out, msg in stream if not is_out]
     res: dict = {"log": info}
-    for msg in info:
+    i_enc = None
+    for i, (is_out, msg) in enumerate(stream):
+        if is_out:
+            continue
         s = msg.strip()
         if m := _ENC.search(s):
             res["n_prompt"], res["encode_seconds"], res["encode_tokens_per_s"] = int(m[1]), float(m[2]), _float(m[3])
+            i_enc = i if i_enc is None else i_enc
         elif m := _DEC.search(s):
             res["n_decoded"], res["decode_seconds"], res["decode_tokens_per_s"] = int(m[1]), float(m[2]), _float(m[3])
         elif m := _KV.match(s):
@@ -347,18 +350,19 @@ def parse_output(stdout: str, n_requested: int | None = None) -> dict:
         elif m := _STATS.search(s):
             res["n_verify"] = int(m[3])
             res["n_gen_tokens"], res["n_acc_tokens"] = int(m[6]), int(m[7])
-            if m[8]:
-                res["tau"] = float(m[8])
-                res["acceptance_per_position"] = [float(x) for x in m[9].split(",") if x.strip()]
-    if "n_prompt" not in res:
+            if t := _TAU.search(s):
+                res["tau"] = float(t[1])
+                res["acceptance_per_position"] = [float(x) for x in t[2].split(",") if x.strip()]
+    if i_enc is None:
         raise UpstreamRunError("no 'encoded N tokens' line in the tool's output")
-    # outputs: ["\n\n", prompt pieces..., generated pieces..., "\n\n", "\n\n"(end)]
-    if not outputs or outputs[0] != "\n\n":
-        raise UpstreamRunError("unexpected output: it does not start with the blank line before the prompt")
-    body = outputs[1:]
-    # the closing "\n\n" (printed after decoding) and the final one (after the stats)
-    while body and body[-1] == "\n\n":
-        body.pop()
+    outputs = [msg for is_out, msg in stream[:i_enc] if is_out]
+    try:
+        start = outputs.index("\n\n")
+    except ValueError:
+        raise UpstreamRunError("unexpected output: no blank line before the prompt") from None
+    if len(outputs) < start + 2 or outputs[-1] != "\n\n":
+        raise UpstreamRunError("unexpected output: no blank line after the generated text")
+    body = outputs[start + 1:-1]
     n_prompt = res["n_prompt"]
     if len(body) < n_prompt:
         raise UpstreamRunError(f"the tool printed {len(body)} token pieces for a {n_prompt}-token prompt")
