@@ -222,7 +222,8 @@ def test_gemma3_270m_initial_block(tmp_path):
     from gguf_mtp.train.retrofit import initial_block
 
     r = initial_block(_gemma3(), tmp_path / "init.gguf", progress=False)
-    assert r.arch == "gemma3" and r.n_trunk == 18 and set(r.types.values()) == {"F32", "Q8_0"}
+    assert r.arch == "gemma3" and r.n_trunk == 18 and set(r.types.values()) == {"F32", "F16", "Q8_0"}
+    assert r.types["blk.18.nextn.eh_proj.weight"] == "F16"
     layout = read_layout(r.path)
     assert layout.n_trunk == 18 and layout.n_heads == 1 and layout.config["vocab_size"] == 262144
     n = 8
@@ -233,6 +234,7 @@ def test_gemma3_270m_initial_block(tmp_path):
         eng.mtp_set_head(0)
         eng.mtp_decode(toks, hidden, 0, [True] * len(toks))
         out = np.stack([eng.mtp_hidden(i) for i in range(len(toks))])
-        np.testing.assert_allclose(out, hidden, rtol=0, atol=2e-2 * float(np.abs(hidden).max()))
+        # F16 eh_proj: no channel of the (very uneven) hidden state is lost at step 0
+        np.testing.assert_allclose(out, hidden, rtol=0, atol=2e-3 * float(np.abs(hidden).max()))
         plain = generate(eng, PROMPTS[0], 12, drafter="none", draft=0).tokens
         assert generate(eng, PROMPTS[0], 12, drafter="mtp", draft=2).tokens == plain
