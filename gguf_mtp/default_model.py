@@ -3,26 +3,25 @@
 A randomly initialised MTP head accepts (almost) nothing, which makes a poor
 demonstration and an empty test of the speculative runtime. This model's
 trunk and MTP head were co-trained from scratch (DeepSeek-V3 style,
-``L = L_next + 0.3 * L_MTP``) on the ``*.py`` files of the Python standard
-library by ``tools/train_default_model.py``; ``data/DEFAULT_MODEL.md`` is its
-card (data, losses, acceptance measured in llama.cpp).
+``L = L_next + 0.3 * L_MTP``) on local real text by
+``tools/train_default_model.py``: Python code (the standard library and eight
+pure-Python site-packages) and English prose (the Linux man-pages project's
+pages, rendered to text by :mod:`gguf_mtp.train.corpus`).
+``data/DEFAULT_MODEL.md`` is its card (data, losses, acceptance measured in
+llama.cpp).
 
 Shape (``Qwen3_5ForCausalLM``, the layout of the released checkpoints): hidden
-128, 4 layers (3 Gated DeltaNet + 1 full attention, Qwen3.5's every-4th
-pattern), 4 query / 2 KV heads of dim 32 with output gate and partial M-RoPE,
-MLP 384, tied embeddings, one MTP layer; 1.63 M trained parameters (0.25 M in
-the MTP block). Data: 479 files of the Python 3.11 standard library (tests,
-idlelib, lib2to3 and the generated ``encodings`` tables left out; docstrings,
-comments and ``pydoc_data`` give some prose), 2,226,645 Qwen3.5 tokens.
-Trained on 1,228,800 tokens (600 steps of 16 x 128, 0.56 epochs); validation
-loss 3.94 nats (next token) and 3.94 (MTP, the token after next) in the full
+192, 6 layers (Gated DeltaNet, Gated DeltaNet, full attention, twice), 6 query
+/ 2 KV heads of dim 32 with output gate and partial M-RoPE, MLP 576, tied
+embeddings, one MTP layer; 4.98 M trained parameters (0.54 M in the MTP
+block). Data: 3,798 documents, 8,453,839 Qwen3.5 tokens (2.0 M stdlib, 2.8 M
+site-packages, 3.6 M man-pages). Trained on 4,096,000 tokens (2,000 steps of
+8 x 256, 0.49 epochs, 54 minutes on 2 CPU threads); validation loss 3.21
+nats (next token) and 3.26 (MTP, the token after next) in the full
 151,936-token vocabulary. Teacher-forced on held-out text the head's draft
-equals the trunk's greedy token 63% of the time; in llama.cpp on
-:data:`DEFAULT_PROMPTS` it accepts 0.95 / 0.71 / 0.26 at draft positions 1-3
-(tau 2.9 tokens per target pass), partly because greedy output of so small a
-model soon repeats itself.
+equals the trunk's greedy token 66% of the time.
 
-Only the 4,095 most frequent token ids of the data (89% of its tokens) have
+Only the 8,191 most frequent token ids of the data (94% of its tokens) have
 embedding rows; all other rows are exactly zero and are not stored. With tied
 embeddings a zero row has logit exactly 0, so training used the exact
 full-vocabulary softmax (used logits plus one constant column
