@@ -75,8 +75,11 @@ def test_bench_quick_mode_end_to_end(tmp_path):
     assert "native MTP" in r.output
     res = json.loads((out / "results.json").read_text())
     got = {(row["drafter"], row["head_type"]) for row in res["rows"]}
-    for d in ("mtp", "mtp-cv", "ngram", "fastmtp", "medusa", "lcp-ngram"):
+    for d in ("mtp", "mtp-cv", "ngram", "fastmtp", "medusa"):
         assert (d, "q8_0") in got, d
+    # llama-cpp-python's prompt lookup cannot roll back the default model's recurrent
+    # layers: the bench records why instead of a number
+    assert ("lcp-ngram", "q8_0") in got or "lcp_error" in res["baselines"]["q8_0"]
     assert ("mtp-cv", "q4_0") in got                                   # the head-type sweep
     for row in res["rows"]:
         assert row["lossless"], row

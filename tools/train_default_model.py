@@ -418,10 +418,8 @@ def write_card(path: Path, meta: dict, results: dict, drafts, n_predict: int, th
         f"Greedy, {n_predict} tokens per prompt, {threads} threads, `gguf_mtp.runtime.generate` on "
         f"`DEFAULT_PROMPTS` ({len(dm.DEFAULT_PROMPTS)} prompts); acceptance pooled over the prompts. "
         "MTP output was identical to plain decoding in every run. Speeds are from a small shared "
-        "machine and vary from run to run. On this model one MTP draft step costs about as much as a "
-        "whole target pass (both are dominated by the 151,936 x hidden output projection; the trunk "
-        "itself is tiny), so drafting does not pay off in tokens/s here: tau and acceptance are the "
-        "figures that carry over to real models.",
+        "machine and vary from run to run. The draft step and plain pass columns say what drafting costs "
+        "against what it saves on this model; `gguf-mtp bench` has the full sweep.",
         "",
         "Position-1 acceptance depends on the draft length: greedy output of so small a model soon falls "
         "into short loops, and how far each pass advances decides which positions of a loop get drafted "
