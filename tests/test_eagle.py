@@ -34,11 +34,12 @@ def test_recycled_and_scratch_init(default_gguf, tmp_path):
     assert read_kind(rec) == {KEY_DRAFTER: "eagle", KEY_FEATURE: FEATURE, KEY_INIT: "recycled"}
     assert read_kind(scr)[KEY_INIT] == "scratch"
     a, b, s = GGUFView.open(src), GGUFView.open(rec), GGUFView.open(scr)
-    for name in ("blk.4.nextn.eh_proj.weight", "blk.4.attn_q.weight", "blk.4.ffn_down.weight"):
+    m = int(a.fields["qwen35.block_count"]) - 1                             # the MTP block
+    for name in (f"blk.{m}.nextn.eh_proj.weight", f"blk.{m}.attn_q.weight", f"blk.{m}.ffn_down.weight"):
         np.testing.assert_array_equal(a.array(name), b.array(name))        # recycled: the MTP weights
         assert not np.allclose(a.array(name), s.array(name))              # scratch: re-drawn
         assert abs(float(s.array(name).std()) - 0.02) < 0.005
-    np.testing.assert_array_equal(a.array("blk.4.nextn.hnorm.weight"), s.array("blk.4.nextn.hnorm.weight"))
+    np.testing.assert_array_equal(a.array(f"blk.{m}.nextn.hnorm.weight"), s.array(f"blk.{m}.nextn.hnorm.weight"))
     np.testing.assert_array_equal(a.array("blk.0.attn_norm.weight"), s.array("blk.0.attn_norm.weight"))
     assert _lossless(rec).tau > 1.5          # the co-trained MTP head, now tagged as EAGLE
     _lossless(scr)

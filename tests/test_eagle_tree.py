@@ -161,9 +161,10 @@ def test_refuses_several_mtp_layers_and_unconfigured_engines(factory, default_gg
 
 
 def test_eagle_trees_accept_more_than_the_mtp_chain(default_gguf):
-    # measured at draft 3 x 48 tokens: tau 3.13/3.62, 2.94/3.36, 2.76/3.36, 2.61/3.92 (mtp chain / eagle)
+    # f32: on the quantized default model a tree verify can flip a near-tie against
+    # one-row decoding (the batch-numerics limit in README / benchmarks/RESULTS.md)
     dr = EagleTreeDrafter()
-    with _engine(default_gguf("q8_0"), dr) as eng:
+    with _engine(default_gguf("f32"), dr) as eng:
         for prompt in DEFAULT_PROMPTS:
             chain = generate(eng, prompt, 48, drafter="mtp", draft=3)
             tree = generate(eng, prompt, 48, drafter=dr, draft=3)

@@ -68,6 +68,13 @@ def _graph_vs_reference(path, heads, lm_head, rows=(0, 5, -1)):
     return max(errs)
 
 
+def _n_embd(path) -> int:
+    from gguf_mtp.inspect_gguf import read_header
+
+    kv = read_header(path).kv
+    return int(kv[f"{kv['general.architecture']}.embedding_length"])
+
+
 @pytest.fixture(scope="module")
 def medusa_f32(default_gguf, tmp_path_factory):
     src = default_gguf("f32")
@@ -82,7 +89,8 @@ def test_schema_in_the_gguf(medusa_f32):
     view = GGUFView.open(path)
     assert view.fields[KEY_HEADS] == 3 and view.fields[KEY_LAYERS] == 2
     assert view.fields[KEY_PROJECTION] == "shared" and view.fields[KEY_INIT] == "recycled"
-    assert view.shape("medusa.2.blk.1.weight") == (128, 128) and view.shape("medusa.0.blk.0.bias") == (128,)
+    n = _n_embd(medusa_f32[0])
+    assert view.shape("medusa.2.blk.1.weight") == (n, n) and view.shape("medusa.0.blk.0.bias") == (n,)
     back = read_heads(view)
     np.testing.assert_array_equal(back.w, heads.w)
     np.testing.assert_array_equal(back.b, heads.b)
@@ -123,7 +131,7 @@ def test_own_projection_and_compressed_vocabulary(default_gguf, tmp_path):
     s = SourceFile.open(plain)
     entries = [s.raw_kv(k) for k in s.header.kv] + [encode_kv(DRAFT_VOCAB_KEY, ARRAY, ids.tolist(), etype=INT32)]
     rows = np.ascontiguousarray(lm_head[ids], dtype=np.float32)
-    draft = Tensor(DRAFT_HEAD, (128, len(ids)), 0, data=rows.tobytes())
+    draft = Tensor(DRAFT_HEAD, (rows.shape[1], len(ids)), 0, data=rows.tobytes())
     comp = tmp_path / "draft.gguf"
     write_gguf(comp, entries, s.tensors() + [draft], progress=False)
     with Engine(comp, RuntimeOptions(n_threads=2)) as eng:
@@ -169,7 +177,8 @@ def test_loader_still_rejects_unknown_tensors(medusa_f32, tmp_path):
                  "medusa.0.blk.0.gate",        # an unknown part of a head
                  "blk.0.bogus.weight"):
         bad = tmp_path / "bad.gguf"
-        extra = Tensor(name, (128, 128), 0, data=np.zeros((128, 128), np.float32).tobytes())
+        n = _n_embd(path)
+        extra = Tensor(name, (n, n), 0, data=np.zeros((n, n), np.float32).tobytes())
         write_gguf(bad, entries, s.tensors() + [extra], progress=False)
         with pytest.raises(RuntimeErrorLlama):
             Engine(bad, RuntimeOptions(n_threads=1))
@@ -180,7 +189,7 @@ def test_write_heads_refuses_bad_input(default_gguf, tmp_path):
     with pytest.raises(MedusaError, match="do not fit"):
         write_heads(src, init_scratch(64, 2), tmp_path / "x.gguf", progress=False)
     with pytest.raises(MedusaError, match="new file"):
-        write_heads(src, init_scratch(128, 2), src, progress=False)
+        write_heads(src, init_scratch(_n_embd(src), 2), src, progress=False)
     assert not (tmp_path / "x.gguf").exists()
 
 
@@ -239,7 +248,8 @@ def test_convert_heads_medusa_cli(default_gguf, tmp_path):
         assert "2 Medusa heads" in r.output
         view = GGUFView.open(out)
         assert view.fields[KEY_INIT] == init and view.tensors["medusa.1.blk.0.weight"].type_name == "Q8_0"
-        assert "blk.4.nextn.eh_proj.weight" in view.tensors          # the MTP layer stays
+        m = int(view.fields["qwen35.block_count"]) - 1
+        assert f"blk.{m}.nextn.eh_proj.weight" in view.tensors      # the MTP layer stays
     heads = read_heads(tmp_path / "recycled.gguf")
     assert np.abs(heads.w).max() > 0
     r = runner.invoke(main, ["convert", str(ckpt), str(tmp_path / "x.gguf"), "--heads", "medusa", "--no-mtp"])
