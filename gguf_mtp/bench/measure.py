@@ -211,7 +211,7 @@ def measure_upstream(path, drafts, prompts: list[tuple[str, str]], cfg: BenchCon
     out: dict = {"tool": str(tool), "runs": {}}
     threads = cfg.threads or _cores()
     for k in drafts:
-        speeds, drafted, accepted, produced, agree = [], 0, 0, 0, True
+        speeds, drafted, accepted, agree = [], 0, 0, True
         for rep in range(cfg.repeats):
             n_tot, t_tot = 0, 0.0
             for i, (_, prompt) in enumerate(prompts):
@@ -221,7 +221,6 @@ def measure_upstream(path, drafts, prompts: list[tuple[str, str]], cfg: BenchCon
                 if rep == 0:
                     drafted += r.n_drafted
                     accepted += r.n_accept
-                    produced += r.n_predict
                     if reference is not None and i in reference:
                         agree &= r.text == reference[i]
                 if tick:

@@ -139,6 +139,19 @@ def markdown(results: dict) -> str:
 
 # ---------------------------------------------------------------------------- plots
 
+def _finish(plt, fig, ax, path: Path, xlabel: str, ylabel: str, title: str, ncol: int = 1) -> Path:
+    """Label, save and close one plot; returns its path."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=ncol)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plots(results: dict, out: Path) -> list[Path]:
     """tokens/s vs quant level per drafter; τ vs draft length; measured speedup vs bound."""
     import matplotlib
@@ -162,15 +175,8 @@ def plots(results: dict, out: Path) -> list[Path]:
             ax.plot([x for x, y in zip(xs, ys) if y is not None], [y for y in ys if y is not None], marker="o",
                     label=NAMES[d])
     ax.set_xticks(list(xs), quants)
-    ax.set_xlabel("trunk quantization")
-    ax.set_ylabel("decode tokens/s (best K)")
-    ax.set_title("Tokens/s by quant level and drafter")
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    written.append(out / "tokens_per_s.png")
-    fig.savefig(written[-1], dpi=120)
-    plt.close(fig)
+    written.append(_finish(plt, fig, ax, out / "tokens_per_s.png", "trunk quantization", "decode tokens/s (best K)",
+                           "Tokens/s by quant level and drafter", ncol=2))
 
     main_head = results["config"]["head_type"]
     q_tau = "q8_0" if "q8_0" in quants else (quants[0] if quants else None)
@@ -180,15 +186,8 @@ def plots(results: dict, out: Path) -> list[Path]:
                      if r["drafter"] == d and r["quant"] == q_tau and r["head_type"] == main_head and r.get("tau"))
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=NAMES[d])
-    ax.set_xlabel("draft length K")
-    ax.set_ylabel("τ (tokens per target pass)")
-    ax.set_title(f"τ vs draft length ({q_tau})")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    written.append(out / "tau_vs_draft.png")
-    fig.savefig(written[-1], dpi=120)
-    plt.close(fig)
+    written.append(_finish(plt, fig, ax, out / "tau_vs_draft.png", "draft length K", "τ (tokens per target pass)",
+                           f"τ vs draft length ({q_tau})"))
 
     fig, ax = plt.subplots(figsize=(5, 5))
     pts = [(r["bound"], r["speedup"], r["drafter"]) for r in results["rows"] if r.get("bound")]
@@ -200,13 +199,6 @@ def plots(results: dict, out: Path) -> list[Path]:
         hi = max(max(p[0] for p in pts), max(p[1] for p in pts)) * 1.05
         ax.plot([0, hi], [0, hi], "k:", lw=1, label="measured = bound")
         ax.axhline(1.0, color="grey", lw=0.8)
-    ax.set_xlabel("bound τ / (c(1+K·b) + K·d)")
-    ax.set_ylabel("measured speedup")
-    ax.set_title("Measured speedup vs cost-model bound")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    written.append(out / "speedup_vs_bound.png")
-    fig.savefig(written[-1], dpi=120)
-    plt.close(fig)
+    written.append(_finish(plt, fig, ax, out / "speedup_vs_bound.png", "bound τ / (c(1+K·b) + K·d)",
+                           "measured speedup", "Measured speedup vs cost-model bound"))
     return written

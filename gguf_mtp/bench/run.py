@@ -142,7 +142,7 @@ def run_bench(cfg: BenchConfig, command: str | None = None) -> dict:
             results["rows"].append({"quant": it["quant"], "head_type": it["head_type"], "file": fkey,
                                     "plain_tokens_per_s": m["plain_tokens_per_s"], **r})
         if it["family"] == "base":
-            ref = {i: t for i, t in m["plain_texts"].items()}
+            ref = m["plain_texts"]
             base = {"file": fkey, "plain_tokens_per_s": m["plain_tokens_per_s"]}
             if lcp_ks:
                 bar.set_postfix_str(f"lcp-ngram {it['quant']}")
