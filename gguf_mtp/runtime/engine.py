@@ -39,6 +39,9 @@ class RuntimeOptions:
     n_seq_max: int = 1
     #: one KV buffer shared by all sequences (needed for trees whose branches share a prefix)
     kv_unified: bool = False
+    #: llama.cpp's extra weight buffer types (AMX, CPU repacking): faster
+    #: kernels; False loads every weight into the plain CPU buffer
+    extra_bufts: bool = True
     verbose: bool = False
 
 
@@ -104,6 +107,7 @@ class Engine:
         mparams = L.llama_model_default_params()
         mparams.n_gpu_layers = opts.n_gpu_layers
         mparams.load_mtp = opts.load_mtp
+        mparams.use_extra_bufts = opts.extra_bufts
         self.model = L.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not self.model:
             raise RuntimeErrorLlama(f"{self.path}: llama.cpp could not load this GGUF "
