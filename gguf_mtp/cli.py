@@ -34,7 +34,12 @@ def runtime_build(cmake_args, force, no_install, jobs):
     """Build llama-cpp-python 0.3.36 from its source distribution with patches/
     applied, cache the wheel by (version, series, CMAKE_ARGS) and install it.
 
-    A second run with nothing changed takes seconds."""
+    Every build is smoke-tested in a child process on this CPU (load a tiny
+    GGUF, decode, compare the kernels' logits). If the child dies or computes
+    garbage, the build is redone without the failing feature: first without
+    AMX, then with a portable instruction set (-DGGML_NATIVE=OFF); the choice
+    is remembered for this machine. A cached wheel built on another CPU is
+    smoke-tested before use. A second run with nothing changed takes seconds."""
     from .runtime_build import BuildError, build_runtime
 
     try:
@@ -42,6 +47,8 @@ def runtime_build(cmake_args, force, no_install, jobs):
                             log=lambda m: click.echo(m, err=True))
     except BuildError as e:
         raise click.ClickException(str(e))
+    for fb in res.fallbacks:
+        click.echo(f"note: built {fb['name']} because {fb['reason']}", err=True)
     for w in res.wheels:
         click.echo(str(w))
 
@@ -69,6 +76,16 @@ def runtime_info(as_json):
         click.echo(f"  {p['name']}  {p['sha256'][:12]}")
     click.echo(f"backends         {', '.join(info['backends'])}")
     click.echo(f"GPU offload      {'yes' if info['gpu_offload'] else 'no'}")
+    click.echo(f"compiled for     {' '.join(info['compiled_cpu_features']) or '?'}")
+    click.echo(f"extra buffers    {', '.join(info['extra_buffer_types']) or 'none'}  "
+               "(weights in these buffer types use AMX / repacked kernels)")
+    built_on = info.get("built_on")
+    here = info["this_cpu"]
+    if built_on:
+        same = "same CPU" if built_on.get("fingerprint") == here["fingerprint"] else "ANOTHER CPU"
+        click.echo(f"built on         {built_on.get('cpu')} ({same})")
+    click.echo(f"this CPU         {here['cpu']}  [{' '.join(here['isa'])}]")
+    click.echo(f"smoke test       {'passed on this CPU' if info['verified_here'] else 'not run on this CPU'}")
 
 
 def _fail(e: Exception):

@@ -188,7 +188,8 @@ def _run_build(cmd: list[str], env: dict, log_path: Path, show_progress: bool) -
 
     bar = None
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace")
         assert proc.stdout is not None
         for line in proc.stdout:
             log_file.write(line)
@@ -204,11 +205,35 @@ def _run_build(cmd: list[str], env: dict, log_path: Path, show_progress: bool) -
     if bar is not None:
         bar.close()
     if rc != 0:
-        lines = log_path.read_text(errors="replace").splitlines(keepends=True)
-        # the compiler's own errors first: pip's closing lines alone say "No available output"
-        errors = [ln for ln in lines if ": error:" in ln or "CMake Error" in ln]
-        tail = "".join(errors[:20]) + "...\n" + "".join(lines[-15:])
-        raise BuildError(f"building the runtime failed (full log: {log_path}):\n{tail}")
+        raise BuildError(f"building the runtime failed (full log: {log_path}):\n"
+                         + build_error_excerpt(log_path.read_text(errors="replace")))
+
+
+#: lines of a build log that say what went wrong (compiler, linker, CMake, ninja)
+_ERROR_LINE = re.compile(r"(error:|error [A-Z]+\d+:|fatal error|undefined reference|CMake Error|FAILED:|"
+                         r"ninja: build stopped|collect2:|No such file or directory)", re.IGNORECASE)
+
+
+def build_error_excerpt(log: str, *, context: int = 3, max_lines: int = 60) -> str:
+    """The compiler's own error lines (with a few lines of context each) from a
+    build log; pip's closing lines alone only say "No available output"."""
+    lines = log.splitlines()
+    keep: list[int] = []
+    for i, line in enumerate(lines):
+        if _ERROR_LINE.search(line):
+            keep.extend(range(max(0, i - 1), min(len(lines), i + context + 1)))
+    if not keep:
+        return "\n".join(lines[-25:])
+    out, last = [], -2
+    for i in sorted(set(keep)):
+        if i != last + 1:
+            out.append("...")
+        out.append(lines[i])
+        last = i
+        if len(out) >= max_lines:
+            out.append("... (more in the log)")
+            break
+    return "\n".join(out)
 
 
 def _pip(*args: str) -> None:
@@ -231,53 +256,199 @@ class BuildResult:
     wheels: list[Path]
     built: bool       # compiled in this call
     installed: bool   # (re)installed in this call
+    #: the smoke test's verdict on this machine (None when not run: install=False or smoke=False)
+    smoke: dict | None = None
+    #: fallbacks taken from the requested flags, each with its reason
+    fallbacks: list[dict] = field(default_factory=list)
+
+
+def _fallback_record(base: BuildPlan) -> Path:
+    from .runtime import cpu
+
+    return upstream.cache_dir() / "fallbacks" / f"{base.key}-{cpu.fingerprint()}.json"
+
+
+def _load_fallbacks(base: BuildPlan) -> list[dict]:
+    try:
+        return json.loads(_fallback_record(base).read_text())["fallbacks"]
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def _save_fallbacks(base: BuildPlan, fallbacks: list[dict]) -> None:
+    path = _fallback_record(base)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps({"base": base.describe(), "fallbacks": fallbacks}, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _apply(base: BuildPlan, fallbacks: list[dict]) -> BuildPlan:
+    args = list(base.cmake_args)
+    for fb in fallbacks:
+        args = [*args, *fb["add_cmake_args"]] if fb.get("add_cmake_args") else args
+        if fb.get("add_c_flags"):
+            from .runtime import cpu
+
+            args = cpu.with_c_flags(args, tuple(fb["add_c_flags"]))
+    return BuildPlan(base.patches, args)
+
+
+def _native(p: BuildPlan) -> bool:
+    return not any(a.upper().startswith("-DGGML_NATIVE=") and a.split("=", 1)[1].upper() in ("OFF", "0", "FALSE")
+                   for a in p.cmake_args)
+
+
+def _has_amx(p: BuildPlan) -> bool:
+    """Whether the build compiles ggml's AMX kernels (a native build where
+    -march=native enables AMX-INT8, not taken out by -mno-amx-int8)."""
+    from .runtime import cpu
+
+    return _native(p) and "-mno-amx-int8" not in " ".join(p.cmake_args) and cpu.amx_probe().compiled
+
+
+#: the fallbacks, in the order they are tried; each takes one feature out
+NO_AMX = {"name": "no-amx", "add_c_flags": ["-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16"]}
+PORTABLE = {"name": "portable", "add_cmake_args": ["-DGGML_NATIVE=OFF"]}
+
+
+def next_fallback(p: BuildPlan, outcome: str) -> dict | None:
+    """The fallback to try after a smoke test ended with ``outcome`` on plan ``p``
+    (None: nothing left to take out)."""
+    if outcome == "fault in extra buffer types" and _has_amx(p):
+        return NO_AMX
+    if outcome in ("fault", "fault in extra buffer types") and _native(p):
+        return PORTABLE
+    return None
+
+
+def failure_message(p: BuildPlan, result) -> str:
+    """What failed, and the flag that avoids it."""
+    if result.outcome == "fault in extra buffer types":
+        fix = ("llama.cpp's extra weight buffer types (AMX or CPU weight repacking) fault here even in a "
+               "portable build; load models with RuntimeOptions(extra_bufts=False), or build with "
+               "CMAKE_ARGS='-DGGML_CPU_REPACK=OFF'")
+    else:
+        fix = ("even the portable build (-DGGML_NATIVE=OFF) faults; pick the instruction sets by hand, e.g. "
+               "CMAKE_ARGS='-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=OFF -DGGML_FMA=OFF -DGGML_F16C=OFF'")
+    return (f"the runtime built with CMAKE_ARGS={' '.join(p.cmake_args)} does not run on this machine: "
+            f"{result.outcome}: {result.detail}. {fix}")
+
+
+def _compile(p: BuildPlan, jobs: int | None, log, show_progress: bool) -> list[Path]:
+    """Compile the wheels of plan ``p`` into the cache; returns their paths."""
+    cache = upstream.cache_dir()
+    wheel_dir = cache / "wheels" / p.key
+    log(f"building runtime {p.key}: llama-cpp-python {upstream.LLAMA_CPP_PYTHON_VERSION} "
+        f"+ {len(p.patches)} patches, CMAKE_ARGS={' '.join(p.cmake_args)}")
+    sdist = upstream.ensure_sdist(log=log)
+    work = cache / "tmp"
+    work.mkdir(parents=True, exist_ok=True)
+    info = p.describe()
+    from .runtime import cpu
+
+    info["built_on"] = cpu.describe()
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        root = upstream.extract_sdist(sdist, Path(tmp))
+        apply_series(root / "vendor" / "llama.cpp", p.patches, log=log)
+        bundle_assets(root, info)
+        src = cache / "src" / p.args_key
+        n = sync_tree(root, src)
+        log(f"  source tree {src} ({n} files changed)")
+    build_dir = cache / "build" / p.args_key
+    tmp_wheels = cache / "tmp" / f"wheels-{p.key}"
+    shutil.rmtree(tmp_wheels, ignore_errors=True)
+    env = dict(os.environ, CMAKE_ARGS=" ".join(shlex.quote(a) for a in p.cmake_args),
+               CMAKE_BUILD_PARALLEL_LEVEL=str(jobs or os.cpu_count() or 2))
+    log_path = cache / f"build-{p.key}.log"
+    _run_build([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation",
+                "--disable-pip-version-check", "-C", f"build-dir={build_dir}",
+                "-w", str(tmp_wheels), str(src)], env, log_path, show_progress)
+    _run_build([sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check",
+                "-w", str(tmp_wheels), str(src / "vendor" / "llama.cpp" / "gguf-py")],
+               env, cache / f"build-{p.key}-gguf.log", False)
+    shutil.rmtree(wheel_dir, ignore_errors=True)
+    wheel_dir.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(tmp_wheels), wheel_dir)
+    return sorted(wheel_dir.glob("*.whl"))
+
+
+def _install(wheels: list[Path]) -> None:
+    _pip("install", "--no-deps", "--force-reinstall", *map(str, wheels))
+
+
+def _smoke():
+    from .runtime import smoke
+
+    return smoke.run()
 
 
 def build_runtime(cmake_args: str | None = None, *, force: bool = False, install: bool = True,
-                  jobs: int | None = None, log=print, show_progress: bool = True) -> BuildResult:
-    """Build (or reuse) the patched runtime for ``cmake_args`` and install it."""
-    p = plan(cmake_args)
-    cache = upstream.cache_dir()
-    wheel_dir = cache / "wheels" / p.key
-    wheels = sorted(wheel_dir.glob("*.whl")) if wheel_dir.exists() else []
-    built = False
-    if force or len(wheels) != 2:
-        log(f"building runtime {p.key}: llama-cpp-python {upstream.LLAMA_CPP_PYTHON_VERSION} "
-            f"+ {len(p.patches)} patches, CMAKE_ARGS={' '.join(p.cmake_args)}")
-        sdist = upstream.ensure_sdist(log=log)
-        work = cache / "tmp"
-        work.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=work) as tmp:
-            root = upstream.extract_sdist(sdist, Path(tmp))
-            apply_series(root / "vendor" / "llama.cpp", p.patches, log=log)
-            bundle_assets(root, p.describe())
-            src = cache / "src" / p.args_key
-            n = sync_tree(root, src)
-            log(f"  source tree {src} ({n} files changed)")
-        build_dir = cache / "build" / p.args_key
-        tmp_wheels = cache / "tmp" / f"wheels-{p.key}"
-        shutil.rmtree(tmp_wheels, ignore_errors=True)
-        env = dict(os.environ, CMAKE_ARGS=" ".join(p.cmake_args),
-                   CMAKE_BUILD_PARALLEL_LEVEL=str(jobs or os.cpu_count() or 2))
-        log_path = cache / f"build-{p.key}.log"
-        _run_build([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "-C", f"build-dir={build_dir}",
-                    "-w", str(tmp_wheels), str(src)], env, log_path, show_progress)
-        _run_build([sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check",
-                    "-w", str(tmp_wheels), str(src / "vendor" / "llama.cpp" / "gguf-py")],
-                   env, cache / f"build-{p.key}-gguf.log", False)
-        shutil.rmtree(wheel_dir, ignore_errors=True)
-        wheel_dir.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(tmp_wheels), wheel_dir)
-        wheels = sorted(wheel_dir.glob("*.whl"))
-        built = True
-    else:
-        log(f"runtime {p.key} is cached ({wheel_dir})")
-    installed = False
-    if install and (built or force or installed_key() != p.key):
-        _pip("install", "--no-deps", "--force-reinstall", *map(str, wheels))
-        installed = True
-        log(f"installed runtime {p.key} into {sys.prefix}")
-    elif install:
-        log(f"runtime {p.key} is already installed")
-    return BuildResult(p.key, wheels, built, installed)
+                  jobs: int | None = None, log=print, show_progress: bool = True,
+                  smoke: bool = True) -> BuildResult:
+    """Build (or reuse) the patched runtime for ``cmake_args`` and install it.
+
+    After installing, the runtime is smoke-tested in a child process
+    (:mod:`gguf_mtp.runtime.smoke`) whenever it was just built or installed, or
+    has not yet passed on this CPU (a cached wheel built on another machine).
+    If the child dies or computes garbage, the build falls back: first without
+    AMX (when the build has it), then to a portable instruction set
+    (``-DGGML_NATIVE=OFF``); the fallback is remembered for this machine, so
+    later calls go straight to it. When nothing is left to take out it fails
+    with a message that names the cause and the flag that avoids it.
+    Before compiling, the AMX probe (:func:`gguf_mtp.runtime.cpu.amx_probe`)
+    sends a machine whose tiles fault straight to the no-AMX build.
+    """
+    from .runtime import cpu
+
+    base = plan(cmake_args)
+    fallbacks = _load_fallbacks(base)
+    p = _apply(base, fallbacks)
+    if not fallbacks and _has_amx(base):
+        probe = cpu.amx_probe()
+        if not probe.machine_ok:
+            fallbacks = [dict(NO_AMX, reason=f"AMX probe: {probe.detail}")]
+            log(f"AMX tiles do not work on this machine ({probe.detail}): building without AMX")
+            _save_fallbacks(base, fallbacks)
+            p = _apply(base, fallbacks)
+    built_any = installed_any = False
+    while True:
+        wheel_dir = upstream.cache_dir() / "wheels" / p.key
+        wheels = sorted(wheel_dir.glob("*.whl")) if wheel_dir.exists() else []
+        built = False
+        if force or len(wheels) != 2:
+            wheels = _compile(p, jobs, log, show_progress)
+            built = built_any = True
+        else:
+            log(f"runtime {p.key} is cached ({wheel_dir})")
+        if not install:
+            return BuildResult(p.key, wheels, built_any, False, None, fallbacks)
+        installed = False
+        if built or force or installed_key() != p.key:
+            _install(wheels)
+            installed = installed_any = True
+            log(f"installed runtime {p.key} into {sys.prefix}")
+        else:
+            log(f"runtime {p.key} is already installed")
+        if not smoke:
+            return BuildResult(p.key, wheels, built_any, installed_any, None, fallbacks)
+        from .runtime import smoke as smoke_mod
+
+        if not (built or installed) and smoke_mod.verified(p.key):
+            return BuildResult(p.key, wheels, built_any, installed_any, smoke_mod.verified(p.key)["result"],
+                               fallbacks)
+        log(f"smoke test of runtime {p.key} on this CPU ({cpu.cpu_model()}) ...")
+        res = _smoke()
+        if res.ok:
+            smoke_mod.record(p.key, res)
+            log(f"  ok: {res.detail}")
+            return BuildResult(p.key, wheels, built_any, installed_any, res.as_dict(), fallbacks)
+        log(f"  FAILED: {res.outcome}: {res.detail}")
+        fb = next_fallback(p, res.outcome)
+        if fb is None or any(f["name"] == fb["name"] for f in fallbacks):
+            raise BuildError(failure_message(p, res))
+        fallbacks = [*fallbacks, dict(fb, reason=f"{res.outcome}: {res.detail}")]
+        _save_fallbacks(base, fallbacks)
+        p = _apply(base, fallbacks)
+        log(f"  falling back to a build {fb['name']}: CMAKE_ARGS={' '.join(p.cmake_args)}")
+        force = False

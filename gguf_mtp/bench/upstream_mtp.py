@@ -208,21 +208,66 @@ def _run_logged(cmd: list[str], log_file, progress: bool, desc: str) -> int:
     return rc
 
 
+def _resolve_args(args: list[str], log=print) -> tuple[list[str], str | None]:
+    """``args`` plus what this machine needs: the pristine tree has no patch
+    0009, so where the compiler's ``_tile_loadconfig`` faults (GCC 12) a
+    native build leaves AMX out. Returns (args, reason or None)."""
+    from ..runtime import cpu
+
+    native = not any(a.upper().startswith("-DGGML_NATIVE=") and a.split("=", 1)[1].upper() in ("OFF", "0")
+                     for a in args)
+    if native:
+        probe = cpu.amx_probe()
+        if probe.compiled and not probe.compiler_ok:
+            log(f"AMX probe: {probe.detail}; the pristine build leaves AMX out")
+            return cpu.with_c_flags(args, cpu.NO_AMX_FLAGS), f"AMX probe: {probe.detail}"
+    return args, None
+
+
+def smoke_tool(exe: Path, timeout: float = 120) -> tuple[bool, str]:
+    """Run the built tool on the smoke model (a tiny llama, n-gram drafting):
+    (True, "") when it decodes, else (False, why)."""
+    from ..runtime.smoke import smoke_gguf
+
+    cmd = [str(exe), "-m", str(smoke_gguf()), "-p", "hello hello hello", "-n", "8", "-c", "128",
+           "-t", "2", "--spec-type", "ngram-simple", "--temp", "0", "--log-colors", "off"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return False, "timed out"
+    if proc.returncode == 0:
+        return True, ""
+    why = (f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}")
+    tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-8:])
+    return False, f"{why}\n{tail}"
+
+
 def build_tool(jobs: int | None = None, cmake_args: str | None = None, progress=True, *,
-               force: bool = False, log=print) -> Path:
+               force: bool = False, log=print, _extra_flags: tuple[str, ...] = ()) -> Path:
     """Build (or reuse) upstream ``llama-speculative-simple``; returns its path.
 
     ``cmake_args`` (default: $CMAKE_ARGS) are passed to CMake after the
-    defaults, e.g. ``-DGGML_CUDA=on``. On failure the full log is at
-    ``cache_dir()/upstream-tools/build-<key>.log`` and the error names it."""
-    args = _cmake_args(cmake_args)
+    defaults, e.g. ``-DGGML_CUDA=on``. Where the compiler miscompiles ggml's
+    AMX tile configuration (:func:`gguf_mtp.runtime.cpu.amx_probe`) the build
+    leaves AMX out. The built tool is smoke-tested on a tiny model; if it dies
+    there, it is rebuilt without AMX, else the build fails naming the cause.
+    On failure the full log is at ``cache_dir()/upstream-tools/build-<key>.log``
+    and the error shows the compiler's error lines."""
+    from ..runtime import cpu
+    from ..runtime_build import build_error_excerpt
+
     key = tool_key(cmake_args)
     out_dir = tools_dir() / key
     exe = out_dir / _exe(TARGET)
     if exe.is_file() and not force:
         return exe
+    args, reason = _resolve_args(_cmake_args(cmake_args), log)
+    if _extra_flags:
+        args = cpu.with_c_flags(args, _extra_flags)
+        reason = reason or "the first build died in its smoke test"
     tree = _pristine_source(log=log)
-    build_dir = tools_dir() / f"build-{key}"
+    build_dir = tools_dir() / f"build-{key}-{hashlib.sha256(json.dumps(args).encode()).hexdigest()[:8]}"
     log_path = tools_dir() / f"build-{key}.log"
     jobs = jobs or os.cpu_count() or 2
     gen = ["-G", "Ninja"] if shutil.which("ninja") and not any(a.startswith("-G") for a in args) else []
@@ -235,14 +280,20 @@ def build_tool(jobs: int | None = None, cmake_args: str | None = None, progress=
             rc = _run_logged(["cmake", "--build", str(build_dir), "--config", "Release", "--target", TARGET,
                               "-j", str(jobs)], lf, progress, f"compiling {TARGET}")
     if rc != 0:
-        lines = log_path.read_text(errors="replace").splitlines(keepends=True)
-        errors = [ln for ln in lines if ": error:" in ln or "CMake Error" in ln]
-        tail = "".join(errors[:20]) + "...\n" + "".join(lines[-15:])
-        raise UpstreamBuildError(f"building upstream {TARGET} failed (full log: {log_path}):\n{tail}")
+        raise UpstreamBuildError(f"building upstream {TARGET} failed (full log: {log_path}):\n"
+                                 + build_error_excerpt(log_path.read_text(errors="replace")))
     built = [p for p in (build_dir / "bin" / _exe(TARGET), build_dir / "bin" / "Release" / _exe(TARGET))
              if p.is_file()]
     if not built:
         raise UpstreamBuildError(f"the build succeeded but {TARGET} is not in {build_dir / 'bin'} (log: {log_path})")
+    ok, why = smoke_tool(built[0])
+    if not ok:
+        if not _extra_flags and "-mno-amx-int8" not in " ".join(args) and cpu.amx_probe().compiled:
+            log(f"the built {TARGET} died in its smoke test ({why.splitlines()[0]}): rebuilding without AMX")
+            return build_tool(jobs, cmake_args, progress, force=True, log=log, _extra_flags=cpu.NO_AMX_FLAGS)
+        raise UpstreamBuildError(
+            f"the built {TARGET} does not run on this machine ({why}). Build it for a portable instruction set "
+            f"with CMAKE_ARGS='-DGGML_NATIVE=OFF' (log: {log_path})")
     tmp_dir = tools_dir() / f".{key}.tmp"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tmp_dir.mkdir(parents=True)
@@ -250,8 +301,8 @@ def build_tool(jobs: int | None = None, cmake_args: str | None = None, progress=
     (tmp_dir / "build.json").write_text(json.dumps({
         "key": key, "target": TARGET, "llama_cpp_python": upstream.LLAMA_CPP_PYTHON_VERSION,
         "llama_cpp_commit": upstream.LLAMA_CPP_COMMIT, "sdist_sha256": upstream.SDIST_SHA256,
-        "patched": False, "cmake_args": args, "machine": platform.machine(),
-        "build_seconds": round(time.perf_counter() - t0, 1),
+        "patched": False, "cmake_args": args, "machine": platform.machine(), "built_on": cpu.describe(),
+        "flags_reason": reason, "build_seconds": round(time.perf_counter() - t0, 1),
     }, indent=2) + "\n")
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp_dir.rename(out_dir)

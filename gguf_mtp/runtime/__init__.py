@@ -44,12 +44,16 @@ def generate(eng: Engine, prompt: str | list[int], max_tokens: int = 64, *,
 
 
 def info() -> dict:
-    """What `gguf-mtp runtime info` prints: the build marker plus live backend facts."""
-    from . import native
+    """What `gguf-mtp runtime info` prints: the build marker plus live backend
+    facts (compiled CPU features, active extra buffer types) and whether the
+    runtime passed its smoke test on this CPU."""
+    from . import cpu, native, smoke
 
     rt = installed_runtime()
     out = dict(rt.build)
     out["package_dir"] = str(rt.package_dir)
+    out["this_cpu"] = cpu.describe()
+    out["verified_here"] = smoke.verified(out.get("key", "")) is not None
     out.update(native.system_info())
     native.load()  # also checks the patch symbols are present
     return out

@@ -46,8 +46,12 @@ class _Patched:
 
 @functools.lru_cache(maxsize=1)
 def load():
-    """Return ``(llama_cpp.llama_cpp, patched)`` after checking the build marker."""
+    """Return ``(llama_cpp.llama_cpp, patched)`` after checking the build marker
+    and that the runtime runs on this CPU (:func:`gguf_mtp.runtime.smoke.ensure_usable`)."""
     installed_runtime()  # raises RuntimeMissing with a clear message
+    from .smoke import ensure_usable
+
+    ensure_usable()      # raises RuntimeUnusable: a clear error instead of a fault later
     import llama_cpp.llama_cpp as L
 
     L.llama_backend_init()
@@ -67,13 +71,66 @@ def set_quiet(quiet: bool = True) -> None:
     set_verbose(not quiet)
 
 
+def _ggml() -> ctypes.CDLL:
+    lib_dir = installed_runtime().package_dir / "lib"
+    return ctypes.CDLL(str(next(lib_dir.glob("libggml.*"))))  # already loaded by libllama
+
+
+def extra_buffer_types() -> list[str]:
+    """The CPU device's extra weight buffer types llama.cpp will use (e.g.
+    ``AMX``, ``CPU_REPACK``): only those whose kernels initialised on this
+    machine are listed (ggml registers AMX after asking the OS for tile data)."""
+    load()
+    return loaded_extra_buffer_types()
+
+
+def loaded_extra_buffer_types() -> list[str]:
+    """:func:`extra_buffer_types` for a process that initialised llama.cpp itself
+    (the smoke test's child, which must not run the smoke test)."""
+    g = _ggml()
+    g.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
+    g.ggml_backend_dev_by_type.restype = ctypes.c_void_p
+    g.ggml_backend_dev_backend_reg.argtypes = [ctypes.c_void_p]
+    g.ggml_backend_dev_backend_reg.restype = ctypes.c_void_p
+    g.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    g.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
+    g.ggml_backend_buft_name.argtypes = [ctypes.c_void_p]
+    g.ggml_backend_buft_name.restype = ctypes.c_char_p
+    dev = g.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
+    if not dev:
+        return []
+    addr = g.ggml_backend_reg_get_proc_address(g.ggml_backend_dev_backend_reg(dev), b"ggml_backend_dev_get_extra_bufts")
+    if not addr:
+        return []
+    fn = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)(addr)
+    arr = fn(dev)
+    out = []
+    i = 0
+    while arr and arr[i]:
+        out.append(g.ggml_backend_buft_name(arr[i]).decode())
+        i += 1
+    return out
+
+
+def compiled_cpu_features(system_info_text: str) -> list[str]:
+    """CPU features the loaded ggml was compiled for, from llama_print_system_info
+    (``CPU : SSE3 = 1 | AVX = 1 | ...``)."""
+    feats = []
+    for part in system_info_text.replace("\n", "|").split("|"):
+        name, _, val = part.rpartition("=")
+        name = name.split(":")[-1].strip()
+        if name and val.strip() == "1":
+            feats.append(name)
+    return feats
+
+
 def system_info() -> dict:
-    """Backends compiled into the loaded runtime."""
+    """Backends compiled into the loaded runtime, the CPU features it was
+    compiled for and the extra weight buffer types active on this machine."""
     L, _ = load()
     backends = []
     try:
-        lib_dir = installed_runtime().package_dir / "lib"
-        ggml = ctypes.CDLL(str(next(lib_dir.glob("libggml.*"))))  # already loaded by libllama
+        ggml = _ggml()
         count = ggml.ggml_backend_reg_count
         count.restype = ctypes.c_size_t
         get = ggml.ggml_backend_reg_get
@@ -85,8 +142,15 @@ def system_info() -> dict:
         backends = [name(get(i)).decode() for i in range(count())]
     except (AttributeError, StopIteration, OSError):
         backends = []
+    try:
+        extra = extra_buffer_types()
+    except (AttributeError, StopIteration, OSError):
+        extra = []
+    text = L.llama_print_system_info().decode(errors="replace").strip()
     return {
         "backends": backends,
         "gpu_offload": bool(L.llama_supports_gpu_offload()),
-        "system_info": L.llama_print_system_info().decode(errors="replace").strip(),
+        "system_info": text,
+        "compiled_cpu_features": compiled_cpu_features(text),
+        "extra_buffer_types": extra,
     }
