@@ -55,8 +55,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
 
     if a.random_head:
-        from gguf_mtp.checkpoints import make_qwen35_checkpoint
-        from gguf_mtp.convert import ConvertOptions, convert
+        from gguf_mtp.convert.core import ConvertOptions, convert
+        from gguf_mtp.testing.tiny_qwen35 import make_qwen35_checkpoint
 
         tmp = Path(tempfile.mkdtemp())
         path = tmp / "random.gguf"
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     elif a.gguf:
         path = a.gguf
     else:
-        from gguf_mtp.default_model import default_gguf
+        from gguf_mtp.models.default import default_gguf
 
         path = default_gguf(outtype=a.outtype)
 

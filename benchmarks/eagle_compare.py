@@ -7,7 +7,7 @@ default model at two quant levels (q8_0, and a q4_0 trunk with q8_0 heads).
 
 Stages (in --work, reused when present):
   1. self-distilled data from the q8_0 default model (distill-data);
-  2. per init: make_eagle (gguf_mtp.eagle), finetune --method eagle extended step
+  2. per init: make_eagle (gguf_mtp.heads.eagle), finetune --method eagle extended step
      by step (constant learning rate after warmup), stitched, tau measured
      (chain, draft 3, greedy, lossless checked) at every step count;
   3. FastMTP (--method fastmtp) and Medusa (recycled, --method medusa) trained
@@ -63,16 +63,17 @@ def main():
     import torch
 
     torch.set_num_threads(a.threads)
-    from gguf_mtp.default_model import DEFAULT_PROMPTS, default_gguf
-    from gguf_mtp.eagle import make_eagle, set_metadata
-    from gguf_mtp.medusa import init_recycled, read_heads, write_heads
-    from gguf_mtp.quantize import quantize
+    from common import measure_speed, measure_tau, plot_tau_curves
+
+    from gguf_mtp.convert.quantize import quantize
+    from gguf_mtp.heads.eagle import make_eagle, set_metadata
+    from gguf_mtp.heads.medusa import init_recycled, read_heads, write_heads
+    from gguf_mtp.heads.stitch import stitch
+    from gguf_mtp.models.default import DEFAULT_PROMPTS, default_gguf
     from gguf_mtp.runtime import DRAFTERS
     from gguf_mtp.train.distill import DistillConfig, distill
     from gguf_mtp.train.prompts import DEFAULT_PROMPTS_DIR, load_prompts
-    from gguf_mtp.train.stitch import stitch
     from gguf_mtp.train.vocab import compress_vocab
-    from common import measure_speed, measure_tau, plot_tau_curves
 
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -51,11 +51,11 @@ def main():
     import torch
 
     torch.set_num_threads(a.threads)
-    from gguf_mtp.default_model import DEFAULT_PROMPTS, default_gguf
+    from gguf_mtp.heads.stitch import stitch
+    from gguf_mtp.models.default import DEFAULT_PROMPTS, default_gguf
     from gguf_mtp.train.distill import DistillConfig, distill
     from gguf_mtp.train.finetune import FinetuneConfig, finetune
     from gguf_mtp.train.prompts import DEFAULT_PROMPTS_DIR, load_prompts
-    from gguf_mtp.train.stitch import stitch
 
     work = Path(a.work or tempfile.mkdtemp(prefix="gguf-mtp-ft-"))
     target = default_gguf(a.outtype)

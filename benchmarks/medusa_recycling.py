@@ -7,7 +7,7 @@ the same steps on the same self-distilled data, tau measured in llama.cpp.
 Stages (in --work, reused when present):
   1. the default model at --outtype; self-distilled data: the target answers the
      first --train-prompts shipped prompts (gguf-mtp distill-data);
-  2. per init: convert-equivalent heads (gguf_mtp.medusa.init_recycled /
+  2. per init: convert-equivalent heads (gguf_mtp.heads.medusa.init_recycled /
      init_scratch, K heads of one block, --head-type), then finetune --method
      medusa extended step by step (a constant learning rate after a short
      warmup, so "train to 50" is "train to 25, then 25 more"), stitched and
@@ -30,8 +30,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -61,16 +61,16 @@ def main():
     import torch
 
     torch.set_num_threads(a.threads)
-    from gguf_mtp.default_model import DEFAULT_PROMPTS, default_gguf
-    from gguf_mtp.medusa import init_recycled, init_scratch, write_heads
-    from gguf_mtp.runtime.drafters import MEDUSA_TREE
+    from common import measure_speed, measure_tau, plot_tau_curves
+
+    from gguf_mtp.heads.medusa import init_recycled, init_scratch, write_heads
+    from gguf_mtp.heads.stitch import stitch
+    from gguf_mtp.models.default import DEFAULT_PROMPTS, default_gguf
+    from gguf_mtp.runtime.drafters import MEDUSA_TREE, MedusaDrafter
     from gguf_mtp.train.distill import DistillConfig, distill
     from gguf_mtp.train.finetune import FinetuneConfig, finetune
     from gguf_mtp.train.prompts import DEFAULT_PROMPTS_DIR, load_prompts
-    from gguf_mtp.train.stitch import stitch
     from gguf_mtp.train.vocab import compress_vocab
-    from gguf_mtp.runtime.drafters import MedusaDrafter
-    from common import measure_speed, measure_tau, plot_tau_curves
 
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -145,7 +145,7 @@ def main():
 
 
 def _n_embd(path) -> int:
-    from gguf_mtp.inspect_gguf import read_header
+    from gguf_mtp.gguf.inspect import read_header
 
     kv = read_header(path).kv
     return int(kv[f"{kv['general.architecture']}.embedding_length"])

@@ -86,7 +86,7 @@ def measure(path, prompts, n_tokens, threads, repeats, max_draft):
 
 def save_heads_gguf(retrofitted: Path, dest: Path) -> Path:
     """The retrofitted file's key/values and MTP block only: a HEADS file for gguf-mtp graft."""
-    from gguf_mtp.gguf_rewrite import SourceFile, write_gguf
+    from gguf_mtp.gguf.writer import SourceFile, write_gguf
 
     src = SourceFile.open(retrofitted)
     kv = src.header.kv

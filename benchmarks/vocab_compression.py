@@ -69,7 +69,7 @@ def main():
     a = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
 
-    from gguf_mtp.default_model import DEFAULT_PROMPTS, default_gguf
+    from gguf_mtp.models.default import DEFAULT_PROMPTS, default_gguf
     from gguf_mtp.train.distill import DistillConfig, distill
     from gguf_mtp.train.prompts import DEFAULT_PROMPTS_DIR, load_prompts
     from gguf_mtp.train.vocab import compress_vocab
@@ -77,7 +77,7 @@ def main():
     work = Path(a.work or tempfile.mkdtemp(prefix="gguf-mtp-vocab-"))
     target = default_gguf(a.outtype)
     if a.heads:
-        from gguf_mtp.train.stitch import stitch
+        from gguf_mtp.heads.stitch import stitch
 
         target = stitch(target, a.heads, work / "stitched.gguf", head_type=a.outtype, progress=False).path
     eval_prompts = list(DEFAULT_PROMPTS) + load_prompts(DEFAULT_PROMPTS_DIR)[200:204]

@@ -27,7 +27,7 @@ class _Factory:
         self._gguf: dict = {}
 
     def checkpoint(self, **kw) -> Path:
-        from gguf_mtp.checkpoints import make_qwen35_checkpoint
+        from gguf_mtp.testing.tiny_qwen35 import make_qwen35_checkpoint
 
         key = tuple(sorted(kw.items()))
         if key not in self._ckpt:
@@ -37,7 +37,7 @@ class _Factory:
         return self._ckpt[key]
 
     def gguf(self, outtype: str = "f32", head_type: str | None = None, **kw) -> Path:
-        from gguf_mtp.convert import ConvertOptions, convert
+        from gguf_mtp.convert.core import ConvertOptions, convert
 
         key = (outtype, head_type, tuple(sorted(kw.items())))
         if key not in self._gguf:
@@ -55,7 +55,7 @@ def factory(tmp_path_factory) -> _Factory:
 @pytest.fixture(scope="session")
 def default_gguf(tmp_path_factory):
     """The embedded default model (trained, its MTP head accepts), converted."""
-    from gguf_mtp.default_model import default_gguf as build
+    from gguf_mtp.models.default import default_gguf as build
 
     def get(outtype: str = "f32") -> Path:
         return build(outtype=outtype, cache=tmp_path_factory.getbasetemp() / "default")

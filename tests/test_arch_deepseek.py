@@ -18,9 +18,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gguf_mtp.convert import ConvertOptions, convert
-from gguf_mtp.fixtures.common import checkpoint_files
-from gguf_mtp.fixtures.deepseek_v3 import make_checkpoint
+from gguf_mtp.convert.core import ConvertOptions, convert
+from gguf_mtp.testing.fixtures.common import checkpoint_files
+from gguf_mtp.testing.fixtures.deepseek_v3 import make_checkpoint
 
 BLOCK = 128
 N_TRUNK = 3                     # the fixture's num_hidden_layers; layer 3 is the MTP layer
@@ -123,10 +123,12 @@ def test_dequantization_stays_lazy(converted):
     """After the converter's dequant_model every FP8 weight is still a lazy
     tensor (nothing read yet): each one is materialised only when the writer
     reaches it, from the mmapped shard that holds it."""
-    from conversion.base import LazyTorchTensor  # the pinned converter (on the path since `converted`)
+    from conversion.base import (
+        LazyTorchTensor,  # the pinned converter (on the path since `converted`)
+    )
 
-    from gguf_mtp.archs import arch_for
-    from gguf_mtp.convert import _converter_class, check_input
+    from gguf_mtp.convert.archs import arch_for
+    from gguf_mtp.convert.core import _converter_class, check_input
 
     ckpt, raw, _ = converted
     opts = ConvertOptions(outtype="f32", progress=False)
@@ -147,7 +149,7 @@ def test_dequantization_stays_lazy(converted):
 
 
 def test_missing_scale_is_refused(tmp_path):
-    from gguf_mtp.archs.fp8 import FP8Error
+    from gguf_mtp.convert.archs.fp8 import FP8Error
 
     victim = f"model.layers.{N_TRUNK}.self_attn.q_b_proj.weight"
     ckpt = make_checkpoint(tmp_path / "ckpt", shards=2, drop_scales=(victim,))
@@ -158,7 +160,7 @@ def test_missing_scale_is_refused(tmp_path):
 
 
 def test_fp8_without_quantization_config_is_refused(tmp_path):
-    from gguf_mtp.archs.fp8 import FP8Error
+    from gguf_mtp.convert.archs.fp8 import FP8Error
 
     ckpt = make_checkpoint(tmp_path / "ckpt")
     config = json.loads((ckpt / "config.json").read_text())

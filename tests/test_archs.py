@@ -1,4 +1,4 @@
-"""Every registered architecture fixture (gguf_mtp.fixtures.FIXTURES), end to end:
+"""Every registered architecture fixture (gguf_mtp.testing.fixtures.FIXTURES), end to end:
 
 1. its tiny checkpoint (exact HF layout, sharded) converts to ONE GGUF with the
    MTP layers in it;
@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from gguf_mtp.fixtures import FIXTURES, load_reference, make_checkpoint
-from gguf_mtp.mtp_module import mtp_inputs
+from gguf_mtp.heads.fused import mtp_inputs
 from gguf_mtp.runtime import Engine, RuntimeOptions, generate
+from gguf_mtp.testing.fixtures import FIXTURES, load_reference, make_checkpoint
 
 RTOL = 1e-4
 TOKENS = [785, 4937, 13876, 38835, 34208, 916, 279, 15678, 5562, 13, 1096, 374, 264, 1273, 315, 279]
@@ -35,7 +35,7 @@ def _close(got: np.ndarray, ref: np.ndarray, what: str, rtol: float = RTOL) -> N
 
 def _rtol(name: str) -> float:
     """A fixture may state a looser parity tolerance with its reason (PARITY_RTOL; gemma3: ggml's fp16 GELU)."""
-    from gguf_mtp.fixtures import fixture
+    from gguf_mtp.testing.fixtures import fixture
 
     return getattr(fixture(name), "PARITY_RTOL", RTOL)
 
@@ -46,7 +46,7 @@ def built(tmp_path_factory):
 
     def get(name: str):
         if name not in cache:
-            from gguf_mtp.convert import ConvertOptions, convert
+            from gguf_mtp.convert.core import ConvertOptions, convert
 
             root = tmp_path_factory.mktemp(name)
             ckpt = make_checkpoint(name, root / "ckpt", shards=3)
@@ -103,7 +103,7 @@ def test_tree_drafters_are_lossless_on_pure_attention_trunks(built, name):
     takes the shared-prefix layout there. n-gram trees and EAGLE-2 trees from
     the MTP head equal plain greedy decoding (f32)."""
     from gguf_mtp.runtime import NgramTreeDrafter
-    from gguf_mtp.runtime.eagle import EagleTreeDrafter
+    from gguf_mtp.runtime.drafters.eagle_tree import EagleTreeDrafter
 
     _, gguf = built(name)
     prompts = ["def fibonacci(n):\n", "The quick brown fox jumps over the lazy dog. The quick brown"]

@@ -13,9 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from gguf_mtp.convert import ConvertOptions, convert
-from gguf_mtp.reference import Qwen35MTP, mtp_inputs
+from gguf_mtp.convert.core import ConvertOptions, convert
+from gguf_mtp.heads.qwen35_torch import mtp_inputs
 from gguf_mtp.runtime import Engine, RuntimeOptions, generate
+from gguf_mtp.testing.tiny_qwen35 import load_qwen35_mtp
 
 TOKENS = [785, 4937, 13876, 38835, 34208, 916, 279, 15678, 5562, 13, 1096, 374]
 PROMPTS = ["def read_lines(path):\n", "import os\nimport sys\n\n\ndef main(argv=None):\n",
@@ -25,7 +26,7 @@ PROMPTS = ["def read_lines(path):\n", "import os\nimport sys\n\n\ndef main(argv=
 def test_each_mtp_layer_matches_pytorch(factory):
     kw = dict(mtp_layers=2, init_std=0.1)
     ckpt, path = factory.checkpoint(**kw), factory.gguf("f32", **kw)
-    ref = Qwen35MTP.from_checkpoint(ckpt)
+    ref = load_qwen35_mtp(ckpt)
     opts = RuntimeOptions(n_ctx=256, n_threads=2, kv_type="f32", flash_attn=False)
     with Engine(path, opts) as eng:
         assert eng.n_nextn == 2
@@ -51,7 +52,7 @@ def test_each_mtp_layer_matches_pytorch(factory):
 @pytest.fixture(scope="module")
 def twin_stack(tmp_path_factory):
     """The default model with its trained MTP layer duplicated as layer 1."""
-    from gguf_mtp.default_model import default_checkpoint
+    from gguf_mtp.models.default import default_checkpoint
 
     d = tmp_path_factory.mktemp("twin") / "ckpt"
     shutil.copytree(default_checkpoint(), d)

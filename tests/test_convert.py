@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gguf_mtp.checkpoint import CheckpointError
 from gguf_mtp.cli import main
-from gguf_mtp.convert import ConversionError, ConvertOptions, convert
-from gguf_mtp.inspect_gguf import read_header, read_summary, tensor_data
+from gguf_mtp.convert.core import ConversionError, ConvertOptions, convert
+from gguf_mtp.convert.hf_checkpoint import CheckpointError
+from gguf_mtp.gguf.inspect import read_header, read_summary, tensor_data
 
 HIDDEN, FF, N_HEAD, N_KV, HEAD_DIM, N_LAYERS = 64, 128, 4, 2, 16, 4
 
@@ -122,7 +122,7 @@ def test_missing_config_json(factory, tmp_path):
 
 
 def test_unsupported_architecture_lists_supported(factory, tmp_path):
-    from gguf_mtp.archs import UnsupportedArchitecture
+    from gguf_mtp.convert.archs import UnsupportedArchitecture
 
     d = _copy(factory.checkpoint(), tmp_path / "ck")
     cfg = json.loads((d / "config.json").read_text())

@@ -1,6 +1,6 @@
 """Conversion streams: a sharded checkpoint ten times larger costs no more
 memory than about one shard plus one tensor. Peak anonymous memory of the
-conversion (gguf_mtp.memwatch, sampled every millisecond in a child process)
+conversion (gguf_mtp.testing.memwatch, sampled every millisecond in a child process)
 is measured on two sharded fixtures that share their largest shard and
 largest tensor but differ ~10x in total size. The difference of the two
 peaks must stay within one shard plus one tensor; holding the checkpoint
@@ -17,9 +17,9 @@ import sys
 import pytest
 import torch
 
-from gguf_mtp.checkpoint import load_checkpoint
-from gguf_mtp.checkpoints import make_qwen35_checkpoint
-from gguf_mtp.memwatch import measure
+from gguf_mtp.convert.hf_checkpoint import load_checkpoint
+from gguf_mtp.testing.memwatch import measure
+from gguf_mtp.testing.tiny_qwen35 import make_qwen35_checkpoint
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 

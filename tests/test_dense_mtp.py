@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from gguf_mtp.fixtures import load_reference, make_checkpoint
-from gguf_mtp.inspect_gguf import read_summary
-from gguf_mtp.mtp_module import mtp_inputs
+from gguf_mtp.gguf.inspect import read_summary
+from gguf_mtp.heads.fused import mtp_inputs
 from gguf_mtp.runtime import Engine, RuntimeOptions, generate
+from gguf_mtp.testing.fixtures import load_reference, make_checkpoint
 
 RTOL = 1e-4
 TOKENS = [785, 4937, 13876, 38835, 34208, 916, 279, 15678, 5562, 13]
@@ -34,7 +34,7 @@ def _close(got, ref, what):
 
 
 def _convert(ckpt, out, **kw):
-    from gguf_mtp.convert import ConvertOptions, convert
+    from gguf_mtp.convert.core import ConvertOptions, convert
 
     return convert(ckpt, out, ConvertOptions(outtype="f32", progress=False, **kw))
 

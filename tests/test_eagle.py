@@ -11,9 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from gguf_mtp.cli import main
-from gguf_mtp.eagle import FEATURE, KEY_DRAFTER, KEY_FEATURE, KEY_INIT, EagleError, make_eagle, read_kind
+from gguf_mtp.gguf.constants import Keys
+from gguf_mtp.heads.common import GGUFView
+from gguf_mtp.heads.eagle import FEATURE, EagleError, make_eagle, read_kind
 from gguf_mtp.runtime import Engine, RuntimeOptions, generate
-from gguf_mtp.train.heads_common import GGUFView
 
 PROMPT = "def read_lines(path):\n    with open(path) as f:\n"
 
@@ -31,8 +32,8 @@ def test_recycled_and_scratch_init(default_gguf, tmp_path):
     rec, scr = tmp_path / "rec.gguf", tmp_path / "scr.gguf"
     make_eagle(src, rec, "recycled")
     make_eagle(src, scr, "scratch", seed=1)
-    assert read_kind(rec) == {KEY_DRAFTER: "eagle", KEY_FEATURE: FEATURE, KEY_INIT: "recycled"}
-    assert read_kind(scr)[KEY_INIT] == "scratch"
+    assert read_kind(rec) == {Keys.Drafter.KIND: "eagle", Keys.Eagle.FEATURE: FEATURE, Keys.Eagle.INIT: "recycled"}
+    assert read_kind(scr)[Keys.Eagle.INIT] == "scratch"
     a, b, s = GGUFView.open(src), GGUFView.open(rec), GGUFView.open(scr)
     m = int(a.fields["qwen35.block_count"]) - 1                             # the MTP block
     for name in (f"blk.{m}.nextn.eh_proj.weight", f"blk.{m}.attn_q.weight", f"blk.{m}.ffn_down.weight"):
@@ -66,15 +67,16 @@ def test_finetune_eagle_regresses_features_and_stitches(default_gguf, tmp_path):
     out = tmp_path / "trained.gguf"
     r = CliRunner().invoke(main, ["stitch", str(target), str(heads), str(out), "-q"])
     assert r.exit_code == 0, r.output
-    assert read_kind(out)[KEY_INIT] == "trained"
+    assert read_kind(out)[Keys.Eagle.INIT] == "trained"
     _lossless(out)
 
     # on a fixed batch of the data: the feature term is the smooth-L1 distance of the predicted
     # features to the target's, and training moved the predicted features towards them
     import torch
 
-    from gguf_mtp.train.finetune import FinetuneConfig, WindowDataset, collate, mtp_losses
-    from gguf_mtp.train.heads import load_heads
+    from gguf_mtp.heads.mtp import load_heads
+    from gguf_mtp.train.finetune import FinetuneConfig, WindowDataset, collate
+    from gguf_mtp.train.losses import mtp_losses
 
     ds = WindowDataset(data, 32, min_len=5)
     batch = collate([ds[i] for i in range(min(8, len(ds)))])
@@ -93,7 +95,7 @@ def test_finetune_eagle_regresses_features_and_stitches(default_gguf, tmp_path):
 
 
 def test_convert_heads_eagle_cli(tmp_path):
-    from gguf_mtp.default_model import materialize
+    from gguf_mtp.models.default import materialize
 
     ckpt = materialize(tmp_path / "ckpt")
     out = tmp_path / "e.gguf"
@@ -101,6 +103,6 @@ def test_convert_heads_eagle_cli(tmp_path):
                                   "--init", "scratch", "-q"])
     assert r.exit_code == 0, r.output
     assert "EAGLE drafter (scratch)" in r.output
-    assert read_kind(out)[KEY_INIT] == "scratch"
+    assert read_kind(out)[Keys.Eagle.INIT] == "scratch"
     r = CliRunner().invoke(main, ["convert", str(ckpt), str(tmp_path / "x.gguf"), "--heads", "eagle", "--no-mtp"])
     assert r.exit_code != 0 and "drop --no-mtp" in r.output

@@ -1,4 +1,4 @@
-"""EAGLE-2 dynamic trees from the MTP head (gguf_mtp.runtime.eagle): the
+"""EAGLE-2 dynamic trees from the MTP head (gguf_mtp.runtime.drafters.eagle_tree): the
 batched multi-sequence expansion equals running each branch alone, the MTP
 cache is left clean, and generation is lossless under greedy decoding and
 sampling."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gguf_mtp.default_model import DEFAULT_PROMPTS
+from gguf_mtp.models.default import DEFAULT_PROMPTS
 from gguf_mtp.runtime import (
     EagleTreeDrafter,
     Engine,
@@ -17,8 +17,8 @@ from gguf_mtp.runtime import (
     generate,
     make_drafter,
 )
-from gguf_mtp.runtime.sampling import topk_indices
 from gguf_mtp.runtime.loop import _prefill
+from gguf_mtp.runtime.sampling import topk_indices
 from gguf_mtp.runtime.tree import ROOT, verify_tree
 
 PROMPTS = ("def read_lines(path):\n    with open(path) as f:\n", "class Queue:\n    def __init__(self):\n")

@@ -8,17 +8,17 @@ import pytest
 from click.testing import CliRunner
 
 from gguf_mtp.cli import main
-from gguf_mtp.convert import ConvertOptions, convert
-from gguf_mtp.graft import GraftError, graft
-from gguf_mtp.gguf_rewrite import SourceFile
-from gguf_mtp.inspect_gguf import read_header, read_summary, tensor_data
-from gguf_mtp.quantize import quantize
+from gguf_mtp.convert.core import ConvertOptions, convert
+from gguf_mtp.convert.graft import GraftError, graft
+from gguf_mtp.convert.quantize import quantize
+from gguf_mtp.gguf.inspect import read_header, read_summary, tensor_data
+from gguf_mtp.gguf.writer import SourceFile
 from gguf_mtp.runtime import Engine, RuntimeOptions, generate
 
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    from gguf_mtp.default_model import default_checkpoint
+    from gguf_mtp.models.default import default_checkpoint
 
     root = tmp_path_factory.mktemp("graft")
     ckpt = default_checkpoint(cache=root / "cache")

@@ -12,12 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from gguf_mtp.cli import main
-from gguf_mtp.medusa import (
+from gguf_mtp.gguf.constants import Keys
+from gguf_mtp.heads.common import GGUFView
+from gguf_mtp.heads.medusa import (
     DRAFT_HEAD,
-    KEY_HEADS,
-    KEY_INIT,
-    KEY_LAYERS,
-    KEY_PROJECTION,
     MedusaError,
     init_recycled,
     init_scratch,
@@ -33,7 +31,6 @@ from gguf_mtp.runtime import (
     make_drafter,
 )
 from gguf_mtp.runtime.drafters import MedusaDrafter, parse_tree
-from gguf_mtp.train.heads_common import GGUFView
 
 PROMPTS = ("def read_lines(path):\n    with open(path) as f:\n", "class Queue:\n    def __init__(self):\n")
 
@@ -69,7 +66,7 @@ def _graph_vs_reference(path, heads, lm_head, rows=(0, 5, -1)):
 
 
 def _n_embd(path) -> int:
-    from gguf_mtp.inspect_gguf import read_header
+    from gguf_mtp.gguf.inspect import read_header
 
     kv = read_header(path).kv
     return int(kv[f"{kv['general.architecture']}.embedding_length"])
@@ -87,8 +84,8 @@ def medusa_f32(default_gguf, tmp_path_factory):
 def test_schema_in_the_gguf(medusa_f32):
     path, heads = medusa_f32
     view = GGUFView.open(path)
-    assert view.fields[KEY_HEADS] == 3 and view.fields[KEY_LAYERS] == 2
-    assert view.fields[KEY_PROJECTION] == "shared" and view.fields[KEY_INIT] == "recycled"
+    assert view.fields[Keys.Medusa.HEAD_COUNT] == 3 and view.fields[Keys.Medusa.LAYER_COUNT] == 2
+    assert view.fields[Keys.Medusa.PROJECTION] == "shared" and view.fields[Keys.Medusa.INIT] == "recycled"
     n = _n_embd(medusa_f32[0])
     assert view.shape("medusa.2.blk.1.weight") == (n, n) and view.shape("medusa.0.blk.0.bias") == (n,)
     back = read_heads(view)
@@ -110,11 +107,11 @@ def test_own_projection_and_compressed_vocabulary(default_gguf, tmp_path):
     heads.output = (lm_head * 0.5)[None]                       # head 0's own projection
     own = tmp_path / "own.gguf"
     write_heads(src, heads, own, head_type="f16", progress=False)
-    assert GGUFView.open(own).fields[KEY_PROJECTION] == "own"
+    assert GGUFView.open(own).fields[Keys.Medusa.PROJECTION] == "own"
     assert _graph_vs_reference(own, heads, lm_head) < 2e-3    # f16 blocks and projection
 
     # a compressed projection shared by the heads: only N columns computed, the rest -inf
-    from gguf_mtp.gguf_rewrite import (
+    from gguf_mtp.gguf.writer import (
         ARRAY,
         INT32,
         SourceFile,
@@ -122,14 +119,13 @@ def test_own_projection_and_compressed_vocabulary(default_gguf, tmp_path):
         encode_kv,
         write_gguf,
     )
-    from gguf_mtp.inspect_gguf import DRAFT_VOCAB_KEY
 
     heads = _random_heads(src, n_heads=2, n_layers=1, seed=2)
     plain = tmp_path / "plain.gguf"
     write_heads(src, heads, plain, head_type="f32", progress=False)
     ids = np.argsort(-np.abs(lm_head).sum(1))[:256]
     s = SourceFile.open(plain)
-    entries = [s.raw_kv(k) for k in s.header.kv] + [encode_kv(DRAFT_VOCAB_KEY, ARRAY, ids.tolist(), etype=INT32)]
+    entries = [s.raw_kv(k) for k in s.header.kv] + [encode_kv(Keys.Drafter.DRAFT_VOCAB, ARRAY, ids.tolist(), etype=INT32)]
     rows = np.ascontiguousarray(lm_head[ids], dtype=np.float32)
     draft = Tensor(DRAFT_HEAD, (rows.shape[1], len(ids)), 0, data=rows.tobytes())
     comp = tmp_path / "draft.gguf"
@@ -167,7 +163,7 @@ def test_recycled_init_is_the_documented_mapping(default_gguf):
 
 
 def test_loader_still_rejects_unknown_tensors(medusa_f32, tmp_path):
-    from gguf_mtp.gguf_rewrite import SourceFile, Tensor, write_gguf
+    from gguf_mtp.gguf.writer import SourceFile, Tensor, write_gguf
     from gguf_mtp.runtime.engine import RuntimeErrorLlama
 
     path, _ = medusa_f32
@@ -236,7 +232,7 @@ def test_medusa_drafting_under_sampling_keeps_plain_sampling(medusa_q8):
 
 
 def test_convert_heads_medusa_cli(default_gguf, tmp_path):
-    from gguf_mtp.default_model import materialize
+    from gguf_mtp.models.default import materialize
 
     ckpt = materialize(tmp_path / "ckpt")
     runner = CliRunner()
@@ -247,7 +243,7 @@ def test_convert_heads_medusa_cli(default_gguf, tmp_path):
         assert r.exit_code == 0, r.output
         assert "2 Medusa heads" in r.output
         view = GGUFView.open(out)
-        assert view.fields[KEY_INIT] == init and view.tensors["medusa.1.blk.0.weight"].type_name == "Q8_0"
+        assert view.fields[Keys.Medusa.INIT] == init and view.tensors["medusa.1.blk.0.weight"].type_name == "Q8_0"
         m = int(view.fields["qwen35.block_count"]) - 1
         assert f"blk.{m}.nextn.eh_proj.weight" in view.tensors      # the MTP layer stays
     heads = read_heads(tmp_path / "recycled.gguf")
@@ -278,7 +274,7 @@ def test_finetune_medusa_and_stitch(default_gguf, medusa_q8, tmp_path):
     r = runner.invoke(main, ["stitch", str(medusa_q8), str(heads_dir), str(out), "-q"])
     assert r.exit_code == 0, r.output
     before, after = read_heads(medusa_q8), read_heads(out)
-    assert after.meta[KEY_INIT] == "trained"
+    assert after.meta[Keys.Medusa.INIT] == "trained"
     assert not np.allclose(before.w, after.w)
     dr = MedusaDrafter()
     with Engine(out, dr.configure(RuntimeOptions(n_threads=2))) as eng:
@@ -292,7 +288,7 @@ def test_training_softmax_over_nonzero_rows_is_exact():
     the log-probabilities equal the full-vocabulary softmax's."""
     import torch
 
-    from gguf_mtp.train.heads_medusa import MedusaModule
+    from gguf_mtp.heads.medusa_torch import MedusaModule
 
     rng = np.random.default_rng(0)
     V, n = 1000, 16
@@ -315,7 +311,7 @@ def test_training_softmax_over_nonzero_rows_is_exact():
 
 
 def test_quantize_keeps_medusa_heads_at_head_type(medusa_f32, tmp_path):
-    from gguf_mtp.quantize import quantize
+    from gguf_mtp.convert.quantize import quantize
 
     path, _ = medusa_f32
     out = tmp_path / "q4.gguf"

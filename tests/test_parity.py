@@ -1,6 +1,6 @@
 """Parity: on tiny f32 checkpoints, llama.cpp's main-head logits, the hidden
 state it hands to the MTP head, and the MTP head's logits match PyTorch
-(transformers for the trunk, gguf_mtp.reference for the MTP module).
+(transformers for the trunk, gguf_mtp.heads.qwen35_torch for the MTP module).
 
 Tolerance: f32 weights, an f32 KV cache and no flash attention (its CPU kernel
 rounds Q to f16, ~1e-3 relative), so the differences are summation order only
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from gguf_mtp.reference import Qwen35MTP, mtp_inputs, trunk_forward
+from gguf_mtp.heads.qwen35_torch import mtp_inputs
 from gguf_mtp.runtime import Engine, RuntimeOptions
+from gguf_mtp.testing.tiny_qwen35 import load_qwen35_mtp, trunk_forward
 
 RTOL = 1e-4
 TOKENS = [785, 4937, 13876, 38835, 34208, 916, 279, 15678, 5562, 13, 1096, 374, 264, 1273, 315, 279]
@@ -49,7 +50,7 @@ def test_trunk_and_mtp_logits_match_pytorch(factory, variant):
     _close(logits, ref_logits[0].numpy(), "trunk logits")
     _close(hidden, ref_hidden[0].numpy(), "trunk hidden state fed to the MTP (post final norm)")
 
-    mtp = Qwen35MTP.from_checkpoint(ckpt)
+    mtp = load_qwen35_mtp(ckpt)
     # feed the reference the same hidden states llama.cpp produced: this isolates the MTP head
     ids_, hid_, pos_ = mtp_inputs(ids, torch.from_numpy(hidden)[None])
     with torch.no_grad():

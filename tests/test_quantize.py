@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from gguf_mtp.cli import main
-from gguf_mtp.inspect_gguf import read_summary
-from gguf_mtp.quantize import QuantizeError, quantize
+from gguf_mtp.convert.quantize import QuantizeError, quantize
+from gguf_mtp.gguf.inspect import read_summary
 from gguf_mtp.runtime import Engine, RuntimeOptions, generate
 
 

@@ -24,8 +24,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from gguf_mtp.fixtures import make_checkpoint
 from gguf_mtp.runtime import Engine, RuntimeOptions, generate
+from gguf_mtp.testing.fixtures import make_checkpoint
 
 PROMPTS = ("def fibonacci(n):\n", "The quick brown fox")
 TOKENS = [785, 4937, 13876, 38835, 34208, 916, 279, 15678, 5562, 13]
@@ -45,7 +45,7 @@ def trunk(tmp_path_factory):
 
     def get(name: str, mtp: bool = False) -> Path:
         if (name, mtp) not in cache:
-            from gguf_mtp.convert import ConvertOptions, convert
+            from gguf_mtp.convert.core import ConvertOptions, convert
 
             root = tmp_path_factory.mktemp(name)
             ckpt = make_checkpoint(name, root / "ckpt")
@@ -72,8 +72,8 @@ def _lossless(path: Path, n: int = 16) -> list[int]:
 
 @pytest.mark.parametrize("name", ["llama_mtp", "qwen2_mtp", "qwen3_mtp"])
 def test_initial_block(trunk, name, tmp_path):
-    from gguf_mtp.gguf_rewrite import SourceFile
-    from gguf_mtp.train.heads_common import GGUFView
+    from gguf_mtp.gguf.writer import SourceFile
+    from gguf_mtp.heads.common import GGUFView
     from gguf_mtp.train.retrofit import ZERO_INIT, initial_block
 
     target = trunk(name)
@@ -126,7 +126,7 @@ def test_initial_block(trunk, name, tmp_path):
 @pytest.mark.parametrize("name", ["llama_mtp", "qwen2_mtp"])
 def test_retrofit_pipeline(trunk, name, tmp_path):
     from gguf_mtp.cli import main
-    from gguf_mtp.train.heads import load_heads
+    from gguf_mtp.heads.mtp import load_heads
 
     target, out, work = trunk(name), tmp_path / "out.gguf", tmp_path / "work"
     args = ["retrofit", str(target), str(out), "--steps", "2", "--max-prompts", "2", "-n", "12", "--batch-size", "2",
@@ -170,7 +170,7 @@ def _smollm2() -> Path | None:
 
 @pytest.mark.skipif(_smollm2() is None, reason="SmolLM2 GGUF absent (python tools/fetch_smollm2.py)")
 def test_smollm2_initial_block(tmp_path):
-    from gguf_mtp.train.heads import read_layout
+    from gguf_mtp.heads.mtp import read_layout
     from gguf_mtp.train.retrofit import initial_block
 
     r = initial_block(_smollm2(), tmp_path / "init.gguf", progress=False)
@@ -190,7 +190,7 @@ SAVED_HEADS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "
 def test_smollm2_saved_heads_graft(tmp_path):
     """The trained SmolLM2 block (benchmarks/README.md) grafts back without
     retraining, drafts (accepts some tokens) and stays lossless."""
-    from gguf_mtp.graft import graft
+    from gguf_mtp.convert.graft import graft
 
     out = graft(_smollm2(), SAVED_HEADS, tmp_path / "smollm2-mtp.gguf", progress=False).path
     with Engine(out, RuntimeOptions(n_ctx=512, n_threads=1)) as eng:

@@ -1,6 +1,6 @@
 """``gguf-mtp retrofit`` on Gemma 3 (GGUF arch ``gemma3``, patch 0008).
 
-The tiny gemma3 fixture (gguf_mtp.fixtures.gemma3_mtp: 5 sliding-window
+The tiny gemma3 fixture (gguf_mtp.testing.fixtures.gemma3_mtp: 5 sliding-window
 layers + 1 global, window 4 tokens, sandwich norms, GELU, scaled embeddings)
 converted WITHOUT its MTP layer is the target:
 
@@ -17,7 +17,7 @@ converted WITHOUT its MTP layer is the target:
    draft vocabulary, losslessly;
 4. Gemma 3 270M (tools/fetch_gemma3.py; skipped when absent): the initial
    block loads, passes its hidden input through, and drafts losslessly.
-(The fixture WITH its MTP layer is in gguf_mtp.fixtures.FIXTURES, so
+(The fixture WITH its MTP layer is in gguf_mtp.testing.fixtures.FIXTURES, so
 tests/test_archs.py and tests/test_train_heads_archs.py cover conversion,
 parity with the transformers reference and stitching for it too.)
 """
@@ -50,8 +50,8 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def trunk(tmp_path_factory) -> Path:
-    from gguf_mtp.convert import ConvertOptions, convert
-    from gguf_mtp.fixtures import make_checkpoint
+    from gguf_mtp.convert.core import ConvertOptions, convert
+    from gguf_mtp.testing.fixtures import make_checkpoint
 
     root = tmp_path_factory.mktemp("gemma3")
     ckpt = make_checkpoint("gemma3_mtp", root / "ckpt")
@@ -96,7 +96,7 @@ def _mtp_pass(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
 
 
 def test_initial_block(trunk, tmp_path):
-    from gguf_mtp.train.heads_common import GGUFView
+    from gguf_mtp.heads.common import GGUFView
     from gguf_mtp.train.retrofit import initial_block, zero_init
 
     r = initial_block(trunk, tmp_path / "init.gguf", progress=False)
@@ -126,10 +126,10 @@ def test_mtp_graph_matches_pytorch_heads(trunk, tmp_path):
     """Every MTP tensor perturbed, stitched at f32: llama.cpp's MTP logits and
     output state equal the PyTorch heads' (Gemma3DecoderLayer, global RoPE, no
     window, sqrt(hidden)-scaled embedding, 1 + w norms)."""
-    from gguf_mtp.mtp_module import mtp_inputs
-    from gguf_mtp.train.heads import load_heads, save_heads
+    from gguf_mtp.heads.fused import mtp_inputs
+    from gguf_mtp.heads.mtp import load_heads, save_heads
+    from gguf_mtp.heads.stitch import stitch
     from gguf_mtp.train.retrofit import initial_block
-    from gguf_mtp.train.stitch import stitch
 
     init = initial_block(trunk, tmp_path / "init.gguf", head_type="f32", progress=False).path
     heads = load_heads(init)
@@ -155,7 +155,7 @@ def test_mtp_graph_matches_pytorch_heads(trunk, tmp_path):
 
 def test_retrofit_pipeline_and_draft_vocab(trunk, tmp_path):
     from gguf_mtp.cli import main
-    from gguf_mtp.train.heads import load_heads
+    from gguf_mtp.heads.mtp import load_heads
     from gguf_mtp.train.vocab import read_draft_vocab
 
     out, work = tmp_path / "out.gguf", tmp_path / "work"
@@ -179,8 +179,9 @@ def test_retrofit_pipeline_and_draft_vocab(trunk, tmp_path):
 def test_finetune_train_vocab_restricts_the_softmax(trunk, tmp_path):
     """The loss over a training vocabulary is the full loss's log-softmax taken
     over those rows only, with out-of-set targets dropped."""
-    from gguf_mtp.train.finetune import FinetuneConfig, mtp_losses, restrict_lm_heads
-    from gguf_mtp.train.heads import load_heads
+    from gguf_mtp.heads.mtp import load_heads
+    from gguf_mtp.train.finetune import FinetuneConfig
+    from gguf_mtp.train.losses import mtp_losses, restrict_lm_heads
     from gguf_mtp.train.retrofit import initial_block
 
     init = initial_block(trunk, tmp_path / "init.gguf", head_type="f32", progress=False).path
@@ -218,7 +219,7 @@ def _gemma3() -> Path | None:
 
 @pytest.mark.skipif(_gemma3() is None, reason="Gemma 3 270M GGUF absent (python tools/fetch_gemma3.py)")
 def test_gemma3_270m_initial_block(tmp_path):
-    from gguf_mtp.train.heads import read_layout
+    from gguf_mtp.heads.mtp import read_layout
     from gguf_mtp.train.retrofit import initial_block
 
     r = initial_block(_gemma3(), tmp_path / "init.gguf", progress=False)

@@ -9,7 +9,13 @@ import collections
 import numpy as np
 import pytest
 
-from gguf_mtp.runtime import Engine, RuntimeOptions, SamplingParams, generate, make_drafter
+from gguf_mtp.runtime import (
+    Engine,
+    RuntimeOptions,
+    SamplingParams,
+    generate,
+    make_drafter,
+)
 from gguf_mtp.runtime import loop as decode_mod
 from gguf_mtp.runtime.api import SpeculativeLlama
 from gguf_mtp.runtime.autodraft import AutoDraft, CostModel, measure_cost_model

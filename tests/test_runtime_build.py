@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gguf_mtp import runtime_build as rb
 from gguf_mtp import upstream
 from gguf_mtp.cli import main
+from gguf_mtp.runtime import build as rb
 
 
 def test_series_lists_existing_patches_in_order():

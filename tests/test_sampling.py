@@ -11,8 +11,15 @@ import numpy as np
 import pytest
 
 from gguf_mtp.runtime.sampling import (
-    Sampler, SamplingParams, accept_or_resample, chi2_gof, chi2_sf, sample_from,
-    target_distribution, verify_chain, verify_chain_greedy,
+    Sampler,
+    SamplingParams,
+    accept_or_resample,
+    chi2_gof,
+    chi2_sf,
+    sample_from,
+    target_distribution,
+    verify_chain,
+    verify_chain_greedy,
 )
 
 TRIALS = 20_000

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from gguf_mtp.reference import Qwen35MTP, mtp_inputs
+from gguf_mtp.heads.mtp import load_heads
+from gguf_mtp.heads.qwen35_torch import mtp_inputs
 from gguf_mtp.runtime import Engine, RuntimeOptions
-from gguf_mtp.train.heads import load_heads
+from gguf_mtp.testing.tiny_qwen35 import load_qwen35_mtp
 
 RTOL = 1e-4
 TOKENS = [785, 4937, 13876, 38835, 34208, 916, 279, 15678, 5562, 13, 1096, 374, 264, 1273, 315, 279]
@@ -36,7 +37,7 @@ def _llama_mtp(path, tokens):
 @pytest.mark.parametrize("which", ["default", "random"])
 def test_heads_from_gguf_match_llama_cpp(which, default_gguf, factory):
     if which == "default":
-        from gguf_mtp.default_model import default_checkpoint
+        from gguf_mtp.models.default import default_checkpoint
 
         path = default_gguf("f32")
         ckpt = default_checkpoint(path.parent.parent)
@@ -46,7 +47,7 @@ def test_heads_from_gguf_match_llama_cpp(which, default_gguf, factory):
     heads = load_heads(path)
     assert heads.layout.n_heads == 1 and heads.layout.arch == "qwen35"
     # the inverse transforms give back the checkpoint's own weights
-    ref = Qwen35MTP.from_checkpoint(ckpt).mtp_state_dict()
+    ref = load_qwen35_mtp(ckpt).mtp_state_dict()
     got = heads.module.mtp_state_dict()
     assert set(ref) == set(got)
     for k in ref:

@@ -1,5 +1,5 @@
 """PyTorch MTP heads loaded from the GGUF of every architecture fixture
-(gguf_mtp.fixtures.FIXTURES; qwen35 is tests/test_train_heads.py):
+(gguf_mtp.testing.fixtures.FIXTURES; qwen35 is tests/test_train_heads.py):
 
 1. the heads' MTP logits and output hidden state equal llama.cpp's MTP context
    on the same inputs (f32 weights, f32 KV cache, no flash attention; max
@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-from gguf_mtp.fixtures import FIXTURES, load_reference, make_checkpoint
-from gguf_mtp.mtp_module import mtp_inputs
+from gguf_mtp.heads.fused import mtp_inputs
 from gguf_mtp.runtime import Engine, RuntimeOptions, generate
+from gguf_mtp.testing.fixtures import FIXTURES, load_reference, make_checkpoint
 
 RTOL = 1e-4
 TOKENS = [785, 4937, 13876, 38835, 34208, 916, 279, 15678, 5562, 13, 1096, 374, 264, 1273, 315, 279]
@@ -49,7 +49,7 @@ def _close(got: np.ndarray, ref: np.ndarray, what: str, rtol: float = RTOL) -> N
 
 def _rtol(name: str) -> float:
     """A fixture may state a looser parity tolerance with its reason (PARITY_RTOL; gemma3: ggml's fp16 GELU)."""
-    from gguf_mtp.fixtures import fixture
+    from gguf_mtp.testing.fixtures import fixture
 
     return getattr(fixture(name), "PARITY_RTOL", RTOL)
 
@@ -61,7 +61,7 @@ def built(tmp_path_factory):
     def get(name: str, outtype: str = "f32", **kw):
         key = (name, outtype, tuple(sorted(kw.items())))
         if key not in cache:
-            from gguf_mtp.convert import ConvertOptions, convert
+            from gguf_mtp.convert.core import ConvertOptions, convert
 
             root = tmp_path_factory.mktemp(name)
             ckpt = make_checkpoint(name, root / "ckpt", **kw)
@@ -92,8 +92,8 @@ def _reference_fusions(name, ref):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_heads_from_gguf_match_llama_cpp(built, name):
-    from gguf_mtp.train.heads import load_heads
-    from gguf_mtp.train.heads_dense import mimo_input_proj
+    from gguf_mtp.heads.mtp import load_heads
+    from gguf_mtp.heads.mtp_dense import mimo_input_proj
 
     ckpt, gguf = built(name)
     heads = load_heads(gguf)
@@ -126,7 +126,7 @@ def test_heads_from_gguf_match_llama_cpp(built, name):
 def test_chained_dense_heads_match_llama_cpp(built):
     """Two appended llama MTP layers, each its own fusion: layer k of the heads
     is llama.cpp's MTP head k."""
-    from gguf_mtp.train.heads import load_heads
+    from gguf_mtp.heads.mtp import load_heads
 
     _, gguf = built("llama_mtp", mtp_layers=2)
     heads = load_heads(gguf)
@@ -145,8 +145,8 @@ def test_chained_dense_heads_match_llama_cpp(built):
 def test_stitch_untouched_heads_is_byte_identical(built, name, outtype, tmp_path):
     """q8_0: dequantized and quantized again by gguf-py (stacked experts, F16
     fallbacks for rows gguf-py cannot quantize) gives the same bytes too."""
-    from gguf_mtp.train.heads import load_heads, save_heads
-    from gguf_mtp.train.stitch import stitch
+    from gguf_mtp.heads.mtp import load_heads, save_heads
+    from gguf_mtp.heads.stitch import stitch
 
     _, gguf = built(name, outtype)
     heads = load_heads(gguf)
@@ -158,11 +158,11 @@ def test_stitch_untouched_heads_is_byte_identical(built, name, outtype, tmp_path
 
 @pytest.mark.parametrize("name", ["deepseek_v3", "llama_mtp"])
 def test_finetuned_heads_stitch_back_lossless(built, name, tmp_path):
+    from gguf_mtp.heads.mtp import load_heads, read_heads_dir
+    from gguf_mtp.heads.stitch import stitch
     from gguf_mtp.train.distill import DistillConfig, distill
     from gguf_mtp.train.finetune import FinetuneConfig, finetune
-    from gguf_mtp.train.heads import load_heads, read_heads_dir
     from gguf_mtp.train.prompts import DEFAULT_PROMPTS_DIR
-    from gguf_mtp.train.stitch import stitch
 
     _, gguf = built(name)
     data = tmp_path / "data"

@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from gguf_mtp.cli import main
-from gguf_mtp.train.finetune import step_weights
+from gguf_mtp.train.losses import step_weights
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +55,7 @@ def test_finetune_logs_per_position_and_resumes(method, distilled, default_gguf,
     if method == "mtp-d":
         assert all(len(e["kl"]) == 3 and min(e["kl"]) >= 0 for e in log)
     meta = json.loads((out / "heads.json").read_text())
-    from gguf_mtp.inspect_gguf import read_header
+    from gguf_mtp.gguf.inspect import read_header
 
     n_trunk = int(read_header(target).kv["qwen35.block_count"]) - 1          # the default model's trunk layers
     assert meta["training"]["method"] == method and meta["n_trunk"] == n_trunk
@@ -70,7 +70,7 @@ def test_finetune_logs_per_position_and_resumes(method, distilled, default_gguf,
 
 @pytest.mark.parametrize("outtype", ["f32", "q8_0"])
 def test_stitch_untouched_heads_is_byte_identical(outtype, default_gguf, tmp_path):
-    from gguf_mtp.train.heads import load_heads, save_heads
+    from gguf_mtp.heads.mtp import load_heads, save_heads
 
     target = default_gguf(outtype)
     heads = load_heads(target)
@@ -82,8 +82,8 @@ def test_stitch_untouched_heads_is_byte_identical(outtype, default_gguf, tmp_pat
 
 
 def test_stitched_finetuned_heads_are_lossless(distilled, default_gguf, tmp_path):
+    from gguf_mtp.heads.mtp import load_heads
     from gguf_mtp.runtime import Engine, RuntimeOptions, generate
-    from gguf_mtp.train.heads import load_heads
 
     target = default_gguf("q8_0")
     heads = tmp_path / "heads"
@@ -113,7 +113,7 @@ def test_stitched_finetuned_heads_are_lossless(distilled, default_gguf, tmp_path
 
 
 def test_stitch_refuses_heads_of_another_layout(default_gguf, factory, tmp_path):
-    from gguf_mtp.train.heads import load_heads, save_heads
+    from gguf_mtp.heads.mtp import load_heads, save_heads
 
     h = load_heads(default_gguf("f32"))
     save_heads(tmp_path / "h", h.state(), h.layout, "x")

@@ -20,8 +20,15 @@ import numpy as np
 import pytest
 
 from gguf_mtp.runtime import Engine, RuntimeOptions
-from gguf_mtp.runtime.tree import (ROOT, DraftTree, choose_method, has_recurrent_layers,
-                                   splits_by_sequence, verify_tree, verify_tree_greedy)
+from gguf_mtp.runtime.tree import (
+    ROOT,
+    DraftTree,
+    choose_method,
+    has_recurrent_layers,
+    splits_by_sequence,
+    verify_tree,
+    verify_tree_greedy,
+)
 
 PROMPT = "def fibonacci(n):\n"
 N_SEQ = 16

@@ -10,11 +10,16 @@ import pytest
 from click.testing import CliRunner
 
 from gguf_mtp.cli import main
-from gguf_mtp.inspect_gguf import read_summary
+from gguf_mtp.gguf.inspect import read_summary
 from gguf_mtp.runtime import Engine, RuntimeOptions, generate
 from gguf_mtp.runtime.sampling import SamplingParams
 from gguf_mtp.train.distill import DistillConfig, distill
-from gguf_mtp.train.vocab import VocabError, compress_vocab, read_draft_vocab, select_draft_vocab
+from gguf_mtp.train.vocab import (
+    VocabError,
+    compress_vocab,
+    read_draft_vocab,
+    select_draft_vocab,
+)
 
 PROMPTS = ["def fibonacci(n):\n", "class Stack:\n    def __init__(self):\n", "The quick brown fox"]
 
@@ -82,7 +87,7 @@ def test_compressed_drafting_is_lossless(default_gguf, data, tmp_path):
 def test_refusals(default_gguf, data, factory, tmp_path):
     with pytest.raises(VocabError, match="new file"):
         compress_vocab(default_gguf("f32"), data, default_gguf("f32"), 64, progress=False)
-    from gguf_mtp.convert import ConvertOptions, convert
+    from gguf_mtp.convert.core import ConvertOptions, convert
 
     trunk_only = convert(factory.checkpoint(with_mtp=False), tmp_path / "trunk.gguf",
                          ConvertOptions(outtype="f32", mtp=False, progress=False)).path

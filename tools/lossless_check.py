@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     paths = a.gguf
     if not paths:
-        from gguf_mtp.default_model import default_gguf
+        from gguf_mtp.models.default import default_gguf
 
         paths = [str(default_gguf("f32")), str(default_gguf("q8_0"))]
     ok = True

@@ -31,14 +31,14 @@ What it does, in order:
    adding ``log(n_zero)`` to it gives exactly that. The converted GGUF (full
    vocabulary, zero rows) therefore computes the very distribution trained here.
 4. Objective (DeepSeek-V3 style co-training): ``L = L_next + λ·L_MTP``. The
-   MTP block (:class:`gguf_mtp.reference.Qwen35MTP`, the llama.cpp graph) at
+   MTP block (:class:`gguf_mtp.heads.qwen35_torch.Qwen35MTP`, the llama.cpp graph) at
    row p reads ``emb(x_p)`` and the trunk's post-norm ``h_{p-1}`` and predicts
    ``x_{p+1}``: two tokens ahead of ``h_{p-1}``. Its gradient flows into the
    trunk. AdamW, linear warmup then cosine decay, fixed seed, CPU,
    ``torch.set_num_threads(--threads)``.
 5. Artifact. float16 weights of the compact model, the used-id list and the
    config as an ``.npz`` (written with fixed zip timestamps, so the same
-   weights give the same bytes); :mod:`gguf_mtp.default_model` expands it.
+   weights give the same bytes); :mod:`gguf_mtp.models.default` expands it.
 6. Measurement. The artifact is materialized and converted (f32, q8_0) and
    run in llama.cpp through :mod:`gguf_mtp.runtime` on ``DEFAULT_PROMPTS``:
    acceptance per draft position, tau and tokens/s at draft 1..3 against plain
@@ -71,9 +71,13 @@ from tqdm import tqdm  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gguf_mtp import default_model as dm  # noqa: E402
-from gguf_mtp.checkpoints import qwen35_text_config  # noqa: E402
-from gguf_mtp.tokenizer import cached_tokenizer_dir, default_vocab_gguf, qwen35_vocab_info  # noqa: E402
+from gguf_mtp.models import default as dm  # noqa: E402
+from gguf_mtp.testing.qwen35_tokenizer import (  # noqa: E402
+    cached_tokenizer_dir,
+    default_vocab_gguf,
+    qwen35_vocab_info,
+)
+from gguf_mtp.testing.tiny_qwen35 import qwen35_text_config  # noqa: E402
 
 # ---------------------------------------------------------------------------- data
 
@@ -160,7 +164,7 @@ def build_model(compact_config: dict, seed: int):
     """transformers' ``Qwen3_5ForCausalLM`` (compact vocab) and the MTP block sharing its embedding."""
     from transformers import Qwen3_5ForCausalLM, Qwen3_5TextConfig
 
-    from gguf_mtp.reference import Qwen35MTP
+    from gguf_mtp.heads.qwen35_torch import Qwen35MTP
 
     cfg = Qwen3_5TextConfig.from_dict(compact_config)
     torch.manual_seed(seed)
@@ -189,7 +193,7 @@ class Objective:
         Trunk row p predicts x_{p+1}. MTP row p pairs x_p with h_{p-1} (row 0
         with zeros, as the runtime's prefill does) and predicts x_{p+1}.
         """
-        from gguf_mtp.reference import mtp_inputs
+        from gguf_mtp.heads.qwen35_torch import mtp_inputs
 
         h = trunk.model(input_ids=x, use_cache=False).last_hidden_state  # post final norm
         ids, hid, pos = mtp_inputs(x, h)
@@ -374,7 +378,7 @@ def write_card(path: Path, meta: dict, results: dict, drafts, n_predict: int, th
         "# The default model",
         "",
         "gguf-mtp's embedded default model (`gguf_mtp/data/default_model.npz`, expanded by",
-        "`gguf_mtp.default_model`): a small Qwen3.5 (`Qwen3_5ForCausalLM`) with one MTP layer,",
+        "`gguf_mtp.models.default`): a small Qwen3.5 (`Qwen3_5ForCausalLM`) with one MTP layer,",
         "trunk and MTP head co-trained from scratch so that the head's drafts are really accepted.",
         "Written by `tools/train_default_model.py`; every number below comes from that run.",
         "",

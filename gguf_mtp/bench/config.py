@@ -16,7 +16,7 @@ from pathlib import Path
 #:   eagle       the MTP block recycled into an EAGLE drafter and trained (chain)
 #:   eagle-tree  the same drafter, EAGLE-2 dynamic tree
 #:   medusa      Medusa heads recycled from the MTP layer and trained (static tree)
-DRAFTERS = ("none", "lcp-ngram", "ngram", "upstream", "mtp", "mtp-cv", "fastmtp", "eagle", "eagle-tree", "medusa")
+BENCH_DRAFTERS = ("none", "lcp-ngram", "ngram", "upstream", "mtp", "mtp-cv", "fastmtp", "eagle", "eagle-tree", "medusa")
 
 #: drafter -> the file family it runs on
 FAMILY = {"none": "base", "lcp-ngram": "base", "ngram": "base", "upstream": "base", "mtp": "base",
@@ -49,7 +49,7 @@ class BenchConfig:
     out: str = "bench-results"
     work: str | None = None                     # default: the gguf-mtp cache, keyed by the target
     quants: tuple[str, ...] = QUANTS
-    drafters: tuple[str, ...] = DRAFTERS
+    drafters: tuple[str, ...] = BENCH_DRAFTERS
     drafts: tuple[int, ...] = (1, 2, 3, 4)
     head_types: tuple[str, ...] = HEAD_TYPES    # swept for mtp-cv at draft ``head_sweep_draft``
     head_type: str = "q8_0"                     # the heads' type everywhere else
@@ -82,10 +82,11 @@ class BenchConfig:
         return cls(**base)
 
     def validate(self) -> None:
-        bad = [d for d in self.drafters if d not in DRAFTERS]
+        bad = [d for d in self.drafters if d not in BENCH_DRAFTERS]
         if bad:
-            raise ValueError(f"unknown drafter(s) {', '.join(bad)}; choose from {', '.join(DRAFTERS)}")
-        from ..quantize import FTYPES, HEAD_TYPES as QHEAD
+            raise ValueError(f"unknown drafter(s) {', '.join(bad)}; choose from {', '.join(BENCH_DRAFTERS)}")
+        from ..convert.quantize import FTYPES
+        from ..convert.quantize import HEAD_TYPES as QHEAD
 
         bad = [q for q in self.quants if q not in FTYPES and q != SOURCE]
         if bad:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import DRAFTERS, QUANTS as _QUANTS, SOURCE
+from .config import BENCH_DRAFTERS, SOURCE
+from .config import QUANTS as _QUANTS
 
 QUANTS = (*_QUANTS, SOURCE)
 
@@ -25,7 +26,7 @@ NAMES = {
 
 def _order(row: dict) -> tuple:
     q = QUANTS.index(row["quant"]) if row["quant"] in QUANTS else len(QUANTS)
-    return q, row["head_type"], DRAFTERS.index(row["drafter"]), row["draft"]
+    return q, row["head_type"], BENCH_DRAFTERS.index(row["drafter"]), row["draft"]
 
 
 def _acc(row: dict) -> str:
@@ -58,7 +59,7 @@ def headline(results: dict) -> str:
     """The compact table: plain and each drafter at its best draft length, per quant level."""
     rows = best_rows(results)
     quants = [q for q in QUANTS if any(r["quant"] == q for r in rows)]
-    drafters = [d for d in DRAFTERS if any(r["drafter"] == d for r in rows)]
+    drafters = [d for d in BENCH_DRAFTERS if any(r["drafter"] == d for r in rows)]
     plain = {q: results["baselines"].get(q, {}).get("plain_tokens_per_s") for q in quants}
     head = "| drafter (best K) | " + " | ".join(quants) + " |"
     lines = [head, "|---|" + "---|" * len(quants)]
@@ -169,7 +170,7 @@ def plots(results: dict, out: Path) -> list[Path]:
     plain = [results["baselines"].get(q, {}).get("plain_tokens_per_s") for q in quants]
     if all(p is not None for p in plain):
         ax.plot(xs, plain, "k--", marker="o", label="plain")
-    for d in DRAFTERS:
+    for d in BENCH_DRAFTERS:
         ys = [next((r["tokens_per_s"] for r in rows if r["quant"] == q and r["drafter"] == d), None) for q in quants]
         if any(y is not None for y in ys):
             ax.plot([x for x, y in zip(xs, ys) if y is not None], [y for y in ys if y is not None], marker="o",
@@ -181,7 +182,7 @@ def plots(results: dict, out: Path) -> list[Path]:
     main_head = results["config"]["head_type"]
     q_tau = "q8_0" if "q8_0" in quants else (quants[0] if quants else None)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for d in DRAFTERS:
+    for d in BENCH_DRAFTERS:
         pts = sorted((r["draft"], r["tau"]) for r in results["rows"]
                      if r["drafter"] == d and r["quant"] == q_tau and r["head_type"] == main_head and r.get("tau"))
         if pts:
@@ -191,7 +192,7 @@ def plots(results: dict, out: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(5, 5))
     pts = [(r["bound"], r["speedup"], r["drafter"]) for r in results["rows"] if r.get("bound")]
-    for d in DRAFTERS:
+    for d in BENCH_DRAFTERS:
         sel = [(b, s) for b, s, dd in pts if dd == d]
         if sel:
             ax.scatter([p[0] for p in sel], [p[1] for p in sel], label=NAMES[d], s=18)

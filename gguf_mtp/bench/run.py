@@ -89,7 +89,7 @@ def run_bench(cfg: BenchConfig, command: str | None = None) -> dict:
         if not target.is_file():
             raise FileNotFoundError(f"{target}: no such GGUF")
     else:
-        from ..default_model import default_gguf
+        from ..models.default import default_gguf
 
         target = default_gguf("f32")
     ws = Workspace.for_target(cfg, target)

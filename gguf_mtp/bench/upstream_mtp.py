@@ -255,7 +255,7 @@ def build_tool(jobs: int | None = None, cmake_args: str | None = None, progress=
     On failure the full log is at ``cache_dir()/upstream-tools/build-<key>.log``
     and the error shows the compiler's error lines."""
     from ..runtime import cpu
-    from ..runtime_build import build_error_excerpt
+    from ..runtime.build import build_error_excerpt
 
     key = tool_key(cmake_args)
     out_dir = tools_dir() / key

@@ -11,7 +11,7 @@ From one high-precision TARGET with an MTP layer:
   with feature regression; ``medusa`` = Medusa heads recycled from the MTP
   layer and trained;
 * **variants**: each family source quantized to a level with the heads at a
-  head type (llama.cpp's quantizer, :func:`gguf_mtp.quantize.quantize`), then,
+  head type (llama.cpp's quantizer, :func:`gguf_mtp.convert.quantize.quantize`), then,
   for every family but ``base``, given the compressed draft vocabulary
   (:func:`gguf_mtp.train.vocab.compress_vocab`). ``base`` stays a file stock
   llama.cpp loads (upstream draft-mtp runs it).
@@ -99,8 +99,8 @@ class Workspace:
         return self._stage(f"train {family}", out, lambda path: self._train(family, path))
 
     def _train(self, family: str, out: Path) -> None:
+        from ..heads.stitch import stitch
         from ..train.finetune import FinetuneConfig, finetune
-        from ..train.stitch import stitch
 
         cfg = self.cfg
         method, lr = TRAINING[family]
@@ -114,7 +114,7 @@ class Workspace:
         tmp = out.with_name(out.name + ".partial.gguf")
         stitch(start, heads, tmp, progress=False)
         if family == "eagle":
-            from ..eagle import set_metadata
+            from ..heads.eagle import set_metadata
 
             set_metadata(tmp, out, "trained")
             tmp.unlink()
@@ -129,11 +129,11 @@ class Workspace:
             if family == "fastmtp":
                 shutil.copyfile(self.target, path)
             elif family == "eagle":
-                from ..eagle import make_eagle
+                from ..heads.eagle import make_eagle
 
                 make_eagle(self.target, path, "recycled", seed=0)
             else:
-                from ..medusa import init_recycled, write_heads
+                from ..heads.medusa import init_recycled, write_heads
 
                 write_heads(self.target, init_recycled(self.target, MEDUSA_HEADS), path, head_type="f32",
                             progress=False)
@@ -157,7 +157,7 @@ class Workspace:
         out = self.root / f"{name}-{quant}-h{head_type}" f"{f'-v{cv}' if cv else ''}.gguf"
 
         def build(path: Path) -> None:
-            from ..quantize import quantize
+            from ..convert.quantize import quantize
 
             quantized = self.target if quant == SOURCE else self.root / f"{name}-{quant}-h{head_type}.gguf"
             if not quantized.exists():

@@ -14,12 +14,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..upstream import RuntimeMissing, installed_runtime
-from .loop import GenerationStats, decode
-from .drafters import DRAFTERS, Drafter, MTPDrafter, NgramDrafter, NgramTreeDrafter, Proposal, make_drafter
-from .eagle import EagleTreeDrafter
-from .tree import DraftTree, verify_tree, verify_tree_greedy
+from .drafters import (
+    DRAFTERS,
+    Drafter,
+    EagleTreeDrafter,
+    MTPDrafter,
+    NgramDrafter,
+    NgramTreeDrafter,
+    Proposal,
+    make_drafter,
+)
 from .engine import Engine, RuntimeErrorLlama, RuntimeOptions
+from .loop import GenerationStats, decode
 from .sampling import SamplingParams
+from .tree import DraftTree, verify_tree, verify_tree_greedy
 
 
 @dataclass

@@ -18,9 +18,9 @@ import time
 import uuid
 from typing import Iterator
 
-from .loop import GenerationStats, decode
 from .drafters import make_drafter
 from .engine import Engine, RuntimeOptions
+from .loop import GenerationStats, decode
 from .sampling import SamplingParams
 
 
@@ -29,7 +29,7 @@ class SpeculativeLlama:
                  n_gpu_layers: int | None = None, seed: int | None = None, drafter: str = "mtp",
                  draft: int | str = "auto", draft_max: int = 8, verbose: bool = False):
         opts = RuntimeOptions(n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, draft_max=draft_max,
-                              verbose=verbose, load_mtp=drafter == "mtp")
+                              verbose=verbose)
         if n_gpu_layers is not None:
             opts.n_gpu_layers = n_gpu_layers
         self.engine = Engine(model_path, make_drafter(drafter).configure(opts))
@@ -139,8 +139,10 @@ class SpeculativeLlama:
                                stream: bool = False, seed: int | None = None, **kw):
         """Like ``llama_cpp.Llama.create_chat_completion``: the prompt is rendered
         with the chat template stored in the GGUF."""
-        from llama_cpp.llama_chat_format import (_convert_completion_to_chat,
-                                                  _convert_text_completion_chunks_to_chat)
+        from llama_cpp.llama_chat_format import (
+            _convert_completion_to_chat,
+            _convert_text_completion_chunks_to_chat,
+        )
 
         fmt = self.chat_formatter()(messages=messages)
         stops = ([stop] if isinstance(stop, str) else list(stop or [])) + (

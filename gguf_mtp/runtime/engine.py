@@ -119,20 +119,22 @@ class Engine:
         #: compressed draft vocabulary (token ids) the MTP head drafts over, or None
         self.draft_vocab = None
         if self.n_nextn and opts.load_mtp:
-            from ..inspect_gguf import DRAFT_VOCAB_KEY, read_int_array
+            from ..gguf.constants import Keys
+            from ..gguf.inspect import read_int_array
 
-            self.draft_vocab = read_int_array(self.path, DRAFT_VOCAB_KEY)
+            self.draft_vocab = read_int_array(self.path, Keys.Drafter.DRAFT_VOCAB)
         #: Medusa heads in the file (0 = none) and the columns of each head's logits
         self.n_medusa = int(P.llama_medusa_n_heads(self.model))
         self.medusa_cols = int(P.llama_medusa_n_cols(self.model))
         self.medusa_vocab = None
         if self.n_medusa and self.medusa_cols < self.n_vocab:
-            from ..inspect_gguf import DRAFT_VOCAB_KEY, read_int_array
+            from ..gguf.constants import Keys
+            from ..gguf.inspect import read_int_array
 
-            self.medusa_vocab = read_int_array(self.path, DRAFT_VOCAB_KEY)
+            self.medusa_vocab = read_int_array(self.path, Keys.Drafter.DRAFT_VOCAB)
             if self.medusa_vocab is None or len(self.medusa_vocab) != self.medusa_cols:
                 raise RuntimeErrorLlama(f"{self.path}: medusa.draft_head has {self.medusa_cols} rows but "
-                                        f"{DRAFT_VOCAB_KEY} does not list as many token ids")
+                                        f"{Keys.Drafter.DRAFT_VOCAB} does not list as many token ids")
         self._medusa_on = False
         threads = opts.n_threads or os.cpu_count() or 1
 

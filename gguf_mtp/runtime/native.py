@@ -11,6 +11,7 @@ import ctypes
 import functools
 
 from ..upstream import RuntimeMissing, installed_runtime
+from . import ggml_lib
 
 _c_ctx = ctypes.c_void_p
 _c_model = ctypes.c_void_p
@@ -71,45 +72,12 @@ def set_quiet(quiet: bool = True) -> None:
     set_verbose(not quiet)
 
 
-def _ggml() -> ctypes.CDLL:
-    lib_dir = installed_runtime().package_dir / "lib"
-    return ctypes.CDLL(str(next(lib_dir.glob("libggml.*"))))  # already loaded by libllama
-
-
 def extra_buffer_types() -> list[str]:
     """The CPU device's extra weight buffer types llama.cpp will use (e.g.
     ``AMX``, ``CPU_REPACK``): only those whose kernels initialised on this
     machine are listed (ggml registers AMX after asking the OS for tile data)."""
     load()
-    return loaded_extra_buffer_types()
-
-
-def loaded_extra_buffer_types() -> list[str]:
-    """:func:`extra_buffer_types` for a process that initialised llama.cpp itself
-    (the smoke test's child, which must not run the smoke test)."""
-    g = _ggml()
-    g.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
-    g.ggml_backend_dev_by_type.restype = ctypes.c_void_p
-    g.ggml_backend_dev_backend_reg.argtypes = [ctypes.c_void_p]
-    g.ggml_backend_dev_backend_reg.restype = ctypes.c_void_p
-    g.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-    g.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
-    g.ggml_backend_buft_name.argtypes = [ctypes.c_void_p]
-    g.ggml_backend_buft_name.restype = ctypes.c_char_p
-    dev = g.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
-    if not dev:
-        return []
-    addr = g.ggml_backend_reg_get_proc_address(g.ggml_backend_dev_backend_reg(dev), b"ggml_backend_dev_get_extra_bufts")
-    if not addr:
-        return []
-    fn = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)(addr)
-    arr = fn(dev)
-    out = []
-    i = 0
-    while arr and arr[i]:
-        out.append(g.ggml_backend_buft_name(arr[i]).decode())
-        i += 1
-    return out
+    return ggml_lib.loaded_extra_buffer_types()
 
 
 def compiled_cpu_features(system_info_text: str) -> list[str]:
@@ -130,7 +98,7 @@ def system_info() -> dict:
     L, _ = load()
     backends = []
     try:
-        ggml = _ggml()
+        ggml = ggml_lib.ggml()
         count = ggml.ggml_backend_reg_count
         count.restype = ctypes.c_size_t
         get = ggml.ggml_backend_reg_get

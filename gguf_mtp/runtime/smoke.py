@@ -162,7 +162,7 @@ def _child(model: str, extra_bufts: bool) -> dict:
 
     L.llama_backend_init()
     if fault == "amx" and extra_bufts:
-        from .native import loaded_extra_buffer_types
+        from .ggml_lib import loaded_extra_buffer_types
 
         if "AMX" in loaded_extra_buffer_types():
             os.kill(os.getpid(), signal.SIGILL)   # the AMX fault of GCC 12 builds without patch 0009

@@ -154,6 +154,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..gguf.constants import Keys, arch_key
 from .engine import Engine, RuntimeErrorLlama
 
 ROOT = -1
@@ -317,14 +318,14 @@ def has_recurrent_layers(eng: Engine) -> bool:
         return cached
     L = eng.L
     arch = eng.meta("general.architecture") or ""
-    n_block = int(eng.meta(f"{arch}.block_count") or 0)
+    n_block = int(eng.meta(arch_key(Keys.LLM.BLOCK_COUNT, arch)) or 0)
     n_trunk = max(0, n_block - int(eng.n_nextn))
-    flags = eng.meta(f"{arch}.attention.recurrent_layers")
+    flags = eng.meta(arch_key(Keys.LLM.RECURRENT_LAYERS, arch))
     if flags is not None:
         vals = [v.strip().lower() for v in flags.strip("[]").split(",") if v.strip()]
         res = any(v in ("true", "1") for v in vals[:n_trunk or None])
     elif arch in _ARCH_DEFAULT_INTERVAL:
-        interval = int(eng.meta(f"{arch}.full_attention_interval") or _ARCH_DEFAULT_INTERVAL[arch])
+        interval = int(eng.meta(arch_key(Keys.LLM.FULL_ATTENTION_INTERVAL, arch)) or _ARCH_DEFAULT_INTERVAL[arch])
         res = any((i + 1) % interval != 0 for i in range(n_trunk))
     else:
         res = bool(L.llama_model_is_recurrent(eng.model) or L.llama_model_is_hybrid(eng.model))

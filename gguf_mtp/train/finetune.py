@@ -17,7 +17,7 @@ CPU and on several GPUs, ``accelerate launch -m gguf_mtp.train ...``):
     on the recorded top-k target logits (the target's distribution renormalised
     over its top k, the head's full-vocabulary log-probabilities at those ids).
 ``eagle``
-    The MTP block as an EAGLE drafter (:mod:`gguf_mtp.eagle`): the same
+    The MTP block as an EAGLE drafter (:mod:`gguf_mtp.heads.eagle`): the same
     recursion (step k reads step k-1's predicted feature), and each step's loss
     is CE + ``kl_weight`` x KL + ``feature_weight`` x SmoothL1(predicted
     feature, the target's post-norm hidden state at that position).
@@ -25,7 +25,7 @@ CPU and on several GPUs, ``accelerate launch -m gguf_mtp.train ...``):
     The target GGUF's Medusa heads (``convert --heads medusa``): head k reads
     h_t and predicts token t+k+2; per-head loss CE + ``kl_weight`` x KL to the
     recorded top-k, heads weighted by beta^k normalised
-    (:mod:`gguf_mtp.train.heads_medusa`). ``n_predict`` is not used.
+    (:mod:`gguf_mtp.heads.medusa_torch`). ``n_predict`` is not used.
 
 The trunk's embedding and LM head are frozen (shared with the trunk); only the
 MTP block trains. ``train_vocab`` N (fastmtp only) trains over a draft
@@ -42,7 +42,7 @@ with the same OUT resumes from the latest one. ``OUT/train_log.jsonl`` has
 one line per step: loss, per-step losses and per-position accuracy (the share
 of positions where step k's argmax is the recorded token t+k+1). The trained
 heads go to ``OUT/heads.safetensors`` + ``OUT/heads.json``
-(:func:`gguf_mtp.train.heads.save_heads`), ready for ``gguf-mtp stitch``.
+(:func:`gguf_mtp.heads.mtp.save_heads`), ready for ``gguf-mtp stitch``.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from .losses import medusa_losses, mtp_losses, restrict_lm_heads, step_weights  # noqa: F401 (re-exported)
 
 METHODS = ("fastmtp", "mtp-d", "eagle", "medusa")
 
@@ -98,13 +99,6 @@ class FinetuneConfig:
             raise ValueError("train_vocab must be >= 0")
         if self.train_vocab and self.method != "fastmtp":
             raise ValueError(f"train_vocab is implemented for fastmtp, not {self.method}")
-
-
-def step_weights(k: int, beta: float) -> list[float]:
-    """alpha_1..alpha_k: beta^(i-1) normalised to sum to 1."""
-    w = [beta ** i for i in range(k)]
-    s = sum(w)
-    return [x / s for x in w]
 
 
 # -- data ---------------------------------------------------------------------
@@ -199,94 +193,12 @@ class EpochSampler(torch.utils.data.Sampler):
         return self.n
 
 
-# -- loss ---------------------------------------------------------------------
-
-def restrict_lm_heads(module: torch.nn.Module, ids: np.ndarray) -> torch.Tensor:
-    """Cut every ``lm_head`` of ``module`` (shared ones once) to the rows ``ids``
-    (frozen copies); returns the map token id -> row (-1 outside the set)."""
-    ids_t = torch.as_tensor(np.asarray(ids, dtype=np.int64))
-    done: dict[int, torch.nn.Linear] = {}
-    n_vocab = None
-    for m in list(module.modules()):
-        head = getattr(m, "lm_head", None)
-        if not isinstance(head, torch.nn.Linear):
-            continue
-        if id(head) not in done:
-            n_vocab = head.weight.shape[0]
-            cut = torch.nn.Linear(head.weight.shape[1], len(ids_t), bias=head.bias is not None)
-            with torch.no_grad():
-                cut.weight.copy_(head.weight[ids_t])
-                if head.bias is not None:
-                    cut.bias.copy_(head.bias[ids_t])
-            cut.requires_grad_(False)
-            done[id(head)] = cut
-        m.lm_head = done[id(head)]
-    if n_vocab is None:
-        raise ValueError("train_vocab: the heads module has no lm_head to cut")
-    remap = torch.full((n_vocab,), -1, dtype=torch.long)
-    remap[ids_t] = torch.arange(len(ids_t))
-    return remap
-
-
 def train_vocab_ids(data: str | Path, target: str | Path, size: int, n_vocab: int) -> np.ndarray:
     """The ``size`` most frequent tokens of DATA, TARGET's end-of-generation tokens included."""
-    from ..gguf_rewrite import SourceFile
+    from ..gguf.writer import SourceFile
     from .vocab import _eog_ids, select_draft_vocab, token_counts
 
     return select_draft_vocab(token_counts(data, n_vocab), min(size, n_vocab), _eog_ids(SourceFile.open(target)))
-
-
-def mtp_losses(module, batch: dict[str, torch.Tensor], cfg: FinetuneConfig,
-               remap: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    """The recursive K-step loss of one batch; returns (loss, metrics).
-    ``remap`` (:func:`restrict_lm_heads`): the heads' logits are over a draft
-    vocabulary; targets are mapped into it and those outside drop out."""
-    x, h, valid = batch["tokens"], batch["hidden"], batch["valid"]
-    use = valid & batch["response"] if cfg.response_only else valid
-    T = x.shape[1]
-    n_layers = len(getattr(module, "module", module).layers)   # DistributedDataParallel wraps it
-    alphas = step_weights(cfg.n_predict, cfg.beta)
-    total = x.new_zeros((), dtype=torch.float32)
-    metrics = {"ce": [], "kl": [], "acc": [], "n": []}
-    prev = h
-    for k in range(1, cfg.n_predict + 1):
-        n = T - k - 1
-        if n <= 0:
-            break
-        ids = x[:, k:k + n]
-        pos = torch.arange(k, k + n, device=x.device).expand(x.shape[0], n)
-        logits, prev = module(ids, prev[:, :n], pos, layer=(k - 1) % n_layers)
-        target = x[:, k + 1:k + 1 + n]
-        mask = use[:, k + 1:k + 1 + n]
-        if remap is not None:
-            target = remap.to(target.device)[target]
-            mask = mask & (target >= 0)
-            target = target.clamp(min=0)
-        logp = F.log_softmax(logits.float(), dim=-1)
-        nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        denom = mask.sum().clamp(min=1)
-        ce = (nll * mask).sum() / denom
-        step_loss = ce
-        if cfg.method == "eagle" and cfg.feature_weight > 0:
-            # the predicted feature regresses the target's own post-norm state at that position
-            feat = F.smooth_l1_loss(prev.float(), h[:, k:k + n].float(), reduction="none").mean(-1)
-            feat = (feat * mask).sum() / mask.sum().clamp(min=1)
-            step_loss = step_loss + cfg.feature_weight * feat
-            metrics.setdefault("feat", []).append(float(feat.detach()))
-        if cfg.method in ("mtp-d", "eagle") and cfg.kl_weight > 0:
-            tv, ti = batch["topk_values"][:, k:k + n], batch["topk_indices"][:, k:k + n]
-            p = F.softmax(tv, dim=-1)
-            kl = (p * (torch.log(p.clamp(min=1e-30)) - logp.gather(-1, ti))).sum(-1)
-            kl = (kl * mask).sum() / denom
-            step_loss = step_loss + cfg.kl_weight * kl
-            metrics["kl"].append(float(kl.detach()))
-        total = total + alphas[k - 1] * step_loss
-        with torch.no_grad():
-            acc = ((logits.argmax(-1) == target) & mask).sum() / denom
-        metrics["ce"].append(float(ce.detach()))
-        metrics["acc"].append(float(acc))
-        metrics["n"].append(int(mask.sum()))
-    return total, metrics
 
 
 def lr_lambda(cfg: FinetuneConfig):
@@ -318,7 +230,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from .heads import load_heads, save_heads
+    from ..heads.mtp import load_heads, save_heads
 
     acc = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
     set_seed(cfg.seed)
@@ -328,7 +240,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
 
     medusa = cfg.method == "medusa"
     if medusa:
-        from .heads_medusa import load_medusa, medusa_losses, save_medusa
+        from ..heads.medusa_torch import load_medusa, save_medusa
 
         module = load_medusa(cfg.target).train()
         loss_fn, min_len = medusa_losses, module.n_heads + 2

@@ -6,8 +6,8 @@ Four stages, each kept in a work directory so a rerun reuses the finished
 ones:
 
 1. **init** (``WORK/init.gguf``): TARGET plus one DeepSeek-style MTP block
-   ``blk.N`` (gguf-mtp's dense layout, :mod:`gguf_mtp.archs.dense`), written
-   through :mod:`gguf_mtp.gguf_rewrite`: the trunk's tensors and key/values
+   ``blk.N`` (gguf-mtp's dense layout, :mod:`gguf_mtp.convert.archs.dense`), written
+   through :mod:`gguf_mtp.gguf.writer`: the trunk's tensors and key/values
    are copied byte for byte, ``<arch>.block_count`` grows by one and
    ``<arch>.nextn_predict_layers`` becomes 1. See :func:`initial_block`.
 2. **distill** (``WORK/data``): :func:`gguf_mtp.train.distill.distill` on
@@ -75,7 +75,7 @@ none).
 
 A 262,144-token vocabulary (Gemma 3) makes the LM head most of a training
 step: ``train_vocab`` N trains over the N most frequent tokens of the
-distilled data (:func:`gguf_mtp.train.finetune.restrict_lm_heads`), the draft
+distilled data (:func:`gguf_mtp.train.losses.restrict_lm_heads`), the draft
 vocabulary ``gguf-mtp compress-vocab`` gives the runtime. Measured on SmolLM2-135M
 (30 steps of FastMTP on a few distilled sequences, ``benchmarks/README.md``),
 this trained much faster than keeping the copied layer's output projections
@@ -93,6 +93,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..gguf.constants import Keys, arch_key
 
 #: GGUF architectures the dense MTP layout (and its PyTorch heads) covers
 SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
@@ -164,18 +166,18 @@ def _check_target(src) -> tuple[str, int]:
     if arch not in SUPPORTED_ARCHS:
         raise RetrofitError(f"{src.path}: architecture {arch!r}; retrofit adds MTP heads to dense "
                             f"{', '.join(SUPPORTED_ARCHS)} models only")
-    n_nextn = int(kv.get(f"{arch}.nextn_predict_layers", 0) or 0)
+    n_nextn = int(kv.get(arch_key(Keys.LLM.NEXTN_PREDICT_LAYERS, arch), 0) or 0)
     if n_nextn:
         raise RetrofitError(f"{src.path}: already has {n_nextn} MTP layer(s); train them further with "
                             "'gguf-mtp distill-data' + 'gguf-mtp finetune' + 'gguf-mtp stitch' instead")
-    if f"{arch}.block_count" not in kv:
+    if arch_key(Keys.LLM.BLOCK_COUNT, arch) not in kv:
         raise RetrofitError(f"{src.path}: no {arch}.block_count; is it a model GGUF?")
-    return arch, int(kv[f"{arch}.block_count"])
+    return arch, int(kv[arch_key(Keys.LLM.BLOCK_COUNT, arch)])
 
 
 def _extend_per_layer(raw: bytes, key: str) -> bytes:
     """A per-layer array entry with its last element repeated once (the new block)."""
-    from ..gguf_rewrite import ARRAY, STRING
+    from ..gguf.writer import ARRAY, STRING
 
     head = 8 + len(key.encode()) + 4
     etype, n = struct.unpack_from("<IQ", raw, head)
@@ -189,7 +191,7 @@ def _extend_per_layer(raw: bytes, key: str) -> bytes:
 def _type_for(shape_ne0: int, ndim: int, head_type: str) -> str:
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-    from .stitch import HEAD_TYPES
+    from ..gguf.writer import ENCODABLE_TYPES as HEAD_TYPES
 
     if ndim == 1:
         return "F32"
@@ -201,9 +203,16 @@ def _type_for(shape_ne0: int, ndim: int, head_type: str) -> str:
 def initial_block(target: str | Path, out: str | Path, *, head_type: str = "q8_0",
                   progress: bool = True) -> InitResult:
     """Write TARGET with one initial MTP block appended as OUT (see the module docstring)."""
-    from ..gguf_rewrite import UINT32, SourceFile, Tensor, encode_kv, write_gguf
-    from .heads_common import GGUFView
-    from .stitch import HEAD_TYPES, encode_tensor
+    from ..gguf.writer import ENCODABLE_TYPES as HEAD_TYPES
+    from ..gguf.writer import (
+        UINT32,
+        SourceFile,
+        Tensor,
+        encode_kv,
+        encode_tensor,
+        write_gguf,
+    )
+    from ..heads.common import GGUFView
 
     if head_type not in HEAD_TYPES:
         raise RetrofitError(f"head type {head_type!r}: choose one of {', '.join(HEAD_TYPES)}")
@@ -249,7 +258,7 @@ def initial_block(target: str | Path, out: str | Path, *, head_type: str = "q8_0
         new_tensors.append(Tensor(name, shape, gtype, data=raw))
         types[name] = tname
 
-    bc, nk = f"{arch}.block_count", f"{arch}.nextn_predict_layers"
+    bc, nk = arch_key(Keys.LLM.BLOCK_COUNT, arch), arch_key(Keys.LLM.NEXTN_PREDICT_LAYERS, arch)
     entries = []
     for k in kv:
         if k == bc:
@@ -297,12 +306,12 @@ def _heads_done(heads: Path, want: dict) -> bool:
 
 
 def retrofit(cfg: RetrofitConfig) -> RetrofitResult:
-    from ..gguf_rewrite import SourceFile
+    from ..gguf.writer import SourceFile
+    from ..heads.mtp import HeadsError, read_layout
+    from ..heads.stitch import stitch
     from .distill import DistillConfig, distill
     from .finetune import FinetuneConfig, finetune
-    from .heads import HeadsError, read_layout
     from .prompts import DEFAULT_PROMPTS_DIR
-    from .stitch import stitch
 
     src = SourceFile.open(cfg.target)
     _check_target(src)

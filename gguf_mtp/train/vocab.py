@@ -29,8 +29,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..gguf_rewrite import ARRAY, INT32, STRING, SourceFile, Tensor, encode_kv, write_gguf
-from ..inspect_gguf import DRAFT_VOCAB_KEY, read_int_array, tensor_nbytes
+from ..gguf.constants import Keys, arch_key
+from ..gguf.inspect import read_int_array, tensor_nbytes
+from ..gguf.writer import (
+    ARRAY,
+    INT32,
+    STRING,
+    SourceFile,
+    Tensor,
+    encode_kv,
+    write_gguf,
+)
 
 #: GGUF architectures whose MTP graph reads blk.i.nextn.draft_head (patch 0006; gemma3: 0008)
 SUPPORTED_ARCHS = ("qwen35", "llama", "qwen2", "qwen3", "gemma3")
@@ -79,7 +88,7 @@ def _eog_ids(src: SourceFile) -> list[int]:
 
 def read_draft_vocab(path: str | Path) -> np.ndarray | None:
     """The draft vocabulary a GGUF carries, or None."""
-    return read_int_array(path, DRAFT_VOCAB_KEY)
+    return read_int_array(path, Keys.Drafter.DRAFT_VOCAB)
 
 
 def _head_rows(src: SourceFile, block: int, ids: np.ndarray) -> Tensor:
@@ -106,13 +115,13 @@ def _head_rows(src: SourceFile, block: int, ids: np.ndarray) -> Tensor:
 def compress_vocab(target: str | Path, data_dir: str | Path, out: str | Path, size: int, *,
                    responses_only: bool = False, progress: bool = True) -> CompressResult:
     """Write TARGET with a draft vocabulary of ``size`` tokens as OUT."""
-    from ..medusa import DRAFT_HEAD, KEY_PROJECTION, block_name
+    from ..heads.medusa import DRAFT_HEAD, block_name
 
     src = SourceFile.open(target)
     kv = src.header.kv
     arch = kv.get("general.architecture")
-    n_blocks = int(kv[f"{arch}.block_count"])
-    n_nextn = int(kv.get(f"{arch}.nextn_predict_layers", 0))
+    n_blocks = int(kv[arch_key(Keys.LLM.BLOCK_COUNT, arch)])
+    n_nextn = int(kv.get(arch_key(Keys.LLM.NEXTN_PREDICT_LAYERS, arch), 0))
     has_medusa = block_name(0, 0, "weight") in {t[0] for t in src.header.tensors}
     if n_nextn and arch not in SUPPORTED_ARCHS and not has_medusa:
         raise VocabError(f"{target}: vocabulary compression runs in the MTP graphs of "
@@ -140,15 +149,15 @@ def compress_vocab(target: str | Path, data_dir: str | Path, out: str | Path, si
         rows = _head_rows(src, -1, ids)
         drafts.append(Tensor(DRAFT_HEAD, rows.shape, rows.gtype, data=rows.data))
     entries = [src.raw_kv(k) for k in src.header.kv
-               if k != DRAFT_VOCAB_KEY and not (has_medusa and k == KEY_PROJECTION)]
-    entries.append(encode_kv(DRAFT_VOCAB_KEY, ARRAY, [int(t) for t in ids], etype=INT32))
+               if k != Keys.Drafter.DRAFT_VOCAB and not (has_medusa and k == Keys.Medusa.PROJECTION)]
+    entries.append(encode_kv(Keys.Drafter.DRAFT_VOCAB, ARRAY, [int(t) for t in ids], etype=INT32))
     if has_medusa:
-        entries.append(encode_kv(KEY_PROJECTION, STRING, "draft"))
+        entries.append(encode_kv(Keys.Medusa.PROJECTION, STRING, "draft"))
     kept = [t for t in src.tensors() if not t.name.endswith(".nextn.draft_head.weight") and t.name != DRAFT_HEAD]
     align = int(kv.get("general.alignment", 32))
     path = write_gguf(out, entries, kept + drafts, alignment=align, progress=progress, desc="Writing")
     return CompressResult(path, len(ids), coverage, blocks)
 
 
-__all__ = ["DRAFT_VOCAB_KEY", "CompressResult", "VocabError", "compress_vocab", "read_draft_vocab",
+__all__ = ["CompressResult", "VocabError", "compress_vocab", "read_draft_vocab",
            "select_draft_vocab", "token_counts"]

@@ -1,0 +1,218 @@
+"""The training commands (``distill-data``, ``finetune``, ``stitch``): thin
+click wrappers over :mod:`gguf_mtp.train`, registered on the ``gguf-mtp``
+group; ``python -m gguf_mtp.train`` (and ``accelerate launch -m
+gguf_mtp.train``) runs ``finetune``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("distill-data")
+@click.argument("target", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.option("--prompts", default=None, type=click.Path(exists=True, path_type=str),
+              help="Prompt file (.jsonl / .txt) or directory (default: the prompt set shipped with gguf-mtp).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str), help="Output directory.")
+@click.option("-n", "--max-tokens", type=int, default=128, show_default=True, help="Response tokens per prompt.")
+@click.option("--temp", type=float, default=0.0, show_default=True, help="Sampling temperature (0 = greedy).")
+@click.option("--top-p", type=float, default=1.0, show_default=True)
+@click.option("--top-k", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (prompt i uses seed + i).")
+@click.option("-k", "--topk-logits", type=int, default=32, show_default=True, help="Target logits kept per position.")
+@click.option("--shard-size", type=int, default=64, show_default=True, help="Sequences per shard.")
+@click.option("--max-prompts", type=int, default=None, help="Use the first N prompts only.")
+@click.option("--hidden-dtype", type=click.Choice(["f16", "f32"]), default="f16", show_default=True)
+@click.option("--n-ctx", type=int, default=2048, show_default=True)
+@click.option("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores).")
+@click.option("-ngl", "--n-gpu-layers", type=int, default=None, help="Layers offloaded to a GPU.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def distill_data(target, prompts, out, max_tokens, temp, top_p, top_k, seed, topk_logits, shard_size, max_prompts,
+                 hidden_dtype, n_ctx, threads, n_gpu_layers, quiet):
+    """Self-distillation data: TARGET answers the prompts itself (greedy or
+    sampled, at its own quantization); per position the tokens, the target's
+    post-norm hidden states and its top-k logits go to safetensors shards with
+    a manifest. Rerunning with the same --out resumes."""
+    from ..train.distill import DistillConfig, distill
+    from ..train.prompts import DEFAULT_PROMPTS_DIR
+
+    cfg = DistillConfig(target=target, prompts=prompts or str(DEFAULT_PROMPTS_DIR), out=out,
+                        max_tokens=max_tokens, temperature=temp, top_p=top_p, top_k=top_k, seed=seed,
+                        topk_logits=topk_logits, shard_size=shard_size, max_prompts=max_prompts,
+                        hidden_dtype=hidden_dtype, n_ctx=n_ctx, n_threads=threads, n_gpu_layers=n_gpu_layers,
+                        progress=not quiet)
+    try:
+        r = distill(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e))
+    click.echo(f"{r.out}: {r.n_sequences} sequences, {r.n_tokens} tokens "
+               f"({len(r.shards)} shard(s) written, {r.skipped_shards} already there)")
+
+
+@click.command("finetune")
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.argument("target", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str), help="Heads directory.")
+@click.option("--method", type=click.Choice(["fastmtp", "mtp-d", "eagle", "medusa"]), default="fastmtp",
+              show_default=True,
+              help="fastmtp: shared layer over K recursive steps, CE; mtp-d: plus KL(target || head) on top-k "
+                   "logits; eagle: the MTP block as an EAGLE drafter, plus smooth-L1 regression of its "
+                   "predicted feature onto the target's post-norm state; medusa: TARGET's Medusa heads "
+                   "(convert --heads medusa), per-head CE + KL.")
+@click.option("--feature-weight", type=float, default=1.0, show_default=True,
+              help="eagle: weight of the feature regression.")
+@click.option("--steps", type=int, default=200, show_default=True, help="Optimizer steps.")
+@click.option("-K", "--n-predict", type=int, default=3, show_default=True, help="Recursive steps per position.")
+@click.option("--beta", type=float, default=0.6, show_default=True,
+              help="Step weights alpha_k proportional to beta^(k-1).")
+@click.option("--kl-weight", type=float, default=1.0, show_default=True,
+              help="mtp-d, eagle and medusa: weight of the KL term (0 = CE only).")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Windows per step and process.")
+@click.option("--seq-len", type=int, default=128, show_default=True, help="Window length in tokens.")
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--warmup", type=int, default=20, show_default=True, help="Warmup steps (then cosine decay).")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option("--response-only", is_flag=True, help="Loss only on response tokens (not the prompt).")
+@click.option("--train-vocab", type=int, default=0, show_default=True,
+              help="fastmtp: softmax over the N most frequent tokens of DATA only (the draft vocabulary "
+                   "'compress-vocab -N' selects); 0 = the whole vocabulary.")
+@click.option("--save-every", type=int, default=100, show_default=True, help="Checkpoint interval in steps.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-resume", is_flag=True, help="Start over even if OUT holds checkpoints.")
+@click.option("--cpu", is_flag=True, help="Train on the CPU even if a GPU is there.")
+@click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default="no", show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def finetune_cmd(data, target, out, method, feature_weight, steps, n_predict, beta, kl_weight, batch_size, seq_len, lr, warmup,
+                 weight_decay, response_only, train_vocab, save_every, seed, no_resume, cpu, mixed_precision, quiet):
+    """Fine-tune TARGET's MTP heads on DATA (from distill-data) with FastMTP,
+    MTP-D or as an EAGLE drafter (--method eagle: plus regression of its
+    predicted feature onto the target's), or its Medusa heads (--method
+    medusa: head k reads the target's hidden state h_t and learns token
+    t+k+2, weighted beta^k); the heads are
+    read from TARGET, its embedding and LM head stay
+    frozen. Writes OUT/heads.safetensors, OUT/heads.json, OUT/train_log.jsonl
+    and checkpoints (rerun to resume). Several GPUs:
+    accelerate launch -m gguf_mtp.train DATA TARGET --out OUT ..."""
+    from ..train.finetune import FinetuneConfig, finetune
+
+    try:
+        cfg = FinetuneConfig(data=data, target=target, out=out, method=method, feature_weight=feature_weight,
+                             steps=steps, n_predict=n_predict,
+                             beta=beta, kl_weight=kl_weight, batch_size=batch_size, seq_len=seq_len, lr=lr,
+                             warmup_steps=warmup, weight_decay=weight_decay, response_only=response_only,
+                             train_vocab=train_vocab, save_every=save_every, seed=seed, resume=not no_resume, cpu=cpu,
+                             mixed_precision=mixed_precision, progress=not quiet)
+        r = finetune(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e))
+    last = r.last
+    acc = "/".join(f"{a:.3f}" for a in last.get("acc", []))
+    click.echo(f"{r.out}: {r.steps} steps (resumed at {r.resumed_from}); last loss "
+               f"{last.get('loss', float('nan')):.4f}, accuracy per step {acc}")
+
+
+@click.command("stitch")
+@click.argument("target", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("heads", type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--head-type", type=click.Choice(["f32", "f16", "bf16", "q8_0", "q5_0", "q5_1", "q4_0", "q4_1"]),
+              default=None, help="Type of the stitched head matrices (default: each tensor's type in TARGET).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was replaced as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def stitch_cmd(target, heads, out, head_type, as_json, quiet):
+    """Write trained HEADS (a finetune output directory) into TARGET as OUT,
+    without re-converting the trunk: key/values and trunk tensors are copied,
+    the MTP tensors replaced (the converter's transforms applied again, e.g.
+    Qwen's 1 + w norms or DeepSeek's kv_b split; matrices quantized to
+    --head-type)."""
+    from ..heads.mtp import HeadsError
+    from ..heads.stitch import StitchError, stitch
+
+    try:
+        r = stitch(target, heads, out, head_type=head_type, progress=not quiet)
+    except (StitchError, HeadsError, FileNotFoundError) as e:
+        raise click.ClickException(str(e))
+    if as_json:
+        click.echo(json.dumps({"path": str(r.path), "types": r.types}, indent=2))
+    else:
+        kinds = sorted(set(r.types.values()))
+        click.echo(f"{r.path}: {len(r.replaced)} MTP tensors replaced (matrices at {', '.join(kinds)})")
+
+
+@click.command("compress-vocab")
+@click.argument("target", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=str))
+@click.option("-N", "--size", type=int, required=True,
+              help="Tokens in the draft vocabulary (e.g. 4096 or 16384; the full vocabulary is 151,936 "
+                   "for Qwen).")
+@click.option("--responses-only", is_flag=True, help="Count only response tokens, not the prompts.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def compress_vocab_cmd(target, data, out, size, responses_only, quiet):
+    """Let the MTP head of TARGET draft over the SIZE most frequent tokens of
+    self-distilled DATA (from 'gguf-mtp distill-data'), writing OUT.
+
+    Each draft step then computes SIZE logits instead of the whole vocabulary
+    (the LM head dominates a small model's draft step). Verification stays
+    over the full vocabulary, so output is unchanged; only tokens outside the
+    set can no longer be drafted. The rows are copied from TARGET's head at
+    their stored type; the token ids go into the key gguf_mtp.draft_vocab.
+    Running it on an already compressed file replaces the set."""
+    from ..train.vocab import VocabError, compress_vocab
+
+    try:
+        r = compress_vocab(target, data, out, size, responses_only=responses_only, progress=not quiet)
+    except (VocabError, FileNotFoundError) as e:
+        raise click.ClickException(str(e))
+    click.echo(f"{r.path}: draft vocabulary of {r.size} tokens covering {r.coverage:.1%} of the data's tokens "
+               f"(MTP blocks {', '.join(map(str, r.blocks))})")
+
+
+@click.command("retrofit")
+@click.argument("target", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--steps", type=int, default=300, show_default=True, help="FastMTP optimizer steps.")
+@click.option("--prompts", default=None, type=click.Path(exists=True, path_type=str),
+              help="Prompt file (.jsonl / .txt) or directory (default: the prompt set shipped with gguf-mtp).")
+@click.option("--max-prompts", type=int, default=256, show_default=True, help="Distill the first N prompts.")
+@click.option("-n", "--max-tokens", type=int, default=128, show_default=True, help="Response tokens per prompt.")
+@click.option("--lr", type=float, default=3e-4, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Windows per step.")
+@click.option("--seq-len", type=int, default=128, show_default=True, help="Window length in tokens.")
+@click.option("--head-type", type=click.Choice(["f32", "f16", "bf16", "q8_0", "q5_0", "q5_1", "q4_0", "q4_1"]),
+              default="q8_0", show_default=True,
+              help="Type of the MTP block's matrices (F16 where a row does not fit the type's blocks).")
+@click.option("--work", default=None, type=click.Path(file_okay=False, path_type=str),
+              help="Keep the stages here (init.gguf, data/, heads/); rerunning reuses finished stages. "
+                   "Default: a temporary directory, removed at the end.")
+@click.option("--train-vocab", type=int, default=0, show_default=True,
+              help="Train over the N most frequent distilled tokens only (0 = the whole vocabulary); "
+                   "for large vocabularies (Gemma 3: 262,144), with 'compress-vocab -N' for drafting.")
+@click.option("-t", "--threads", type=int, default=None, help="CPU threads for distilling (default: all cores).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def retrofit_cmd(target, out, steps, prompts, max_prompts, max_tokens, lr, batch_size, seq_len, head_type, work,
+                 train_vocab, threads, quiet):
+    """Give a dense llama / qwen2 / qwen3 / gemma3 GGUF without MTP layers a trained
+    MTP head, writing OUT. TARGET's trunk is copied unchanged; one MTP block
+    is appended (initialised from the trunk's last layer), trained with
+    FastMTP on TARGET's own answers (distill-data at its quantization) and
+    stitched in. Stages: init -> distill-data -> finetune -> stitch."""
+    from ..heads.mtp import HeadsError
+    from ..heads.stitch import StitchError
+    from ..train.retrofit import RetrofitConfig, RetrofitError, retrofit
+
+    cfg = RetrofitConfig(target=target, out=out, work=work, prompts=prompts, max_prompts=max_prompts,
+                         max_tokens=max_tokens, steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len,
+                         head_type=head_type, train_vocab=train_vocab, n_threads=threads, progress=not quiet)
+    try:
+        r = retrofit(cfg)
+    except (RetrofitError, HeadsError, StitchError, ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e))
+    acc = "/".join(f"{a:.3f}" for a in r.last.get("acc", []))
+    reused = f"; reused {', '.join(r.reused)}" if r.reused else ""
+    click.echo(f"{r.path}: MTP block trained on {r.n_sequences} sequences ({r.n_tokens} tokens), {r.steps} steps, "
+               f"last accuracy per step {acc or 'n/a'}{reused}")
+
+
+COMMANDS = (distill_data, finetune_cmd, stitch_cmd, compress_vocab_cmd, retrofit_cmd)

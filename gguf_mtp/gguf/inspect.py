@@ -1,0 +1,248 @@
+"""``gguf-mtp inspect``: the drafter heads a GGUF carries, with their tensors,
+types and sizes, and the metadata a drafter needs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .constants import SCALAR_FORMAT, Keys, ValueType, arch_key
+
+_BLK = re.compile(r"^blk\.(\d+)\.")
+_MEDUSA = re.compile(r"^medusa\.(\d+)\.")
+
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    type: str
+    shape: tuple[int, ...]
+    n_bytes: int
+
+
+@dataclass
+class HeadInfo:
+    kind: str            # "mtp" (native NextN block) or "medusa"
+    index: int           # head number (0-based)
+    block: int | None    # GGUF block id (None for Medusa heads)
+    tensors: list[TensorInfo] = field(default_factory=list)
+
+    @property
+    def n_bytes(self) -> int:
+        return sum(t.n_bytes for t in self.tensors)
+
+    @property
+    def types(self) -> list[str]:
+        return sorted({t.type for t in self.tensors})
+
+
+@dataclass
+class GGUFSummary:
+    path: Path
+    arch: str
+    n_tensors: int
+    n_bytes: int
+    metadata: dict
+    heads: list[HeadInfo]
+    trunk_types: dict[str, int]
+
+
+_SCALARS = SCALAR_FORMAT
+_STRING, _ARRAY = ValueType.STRING, ValueType.ARRAY
+
+
+@dataclass
+class GGUFHeader:
+    """The key/values and tensor table of a GGUF file. Arrays longer than
+    ``keep_array`` elements are summarised as their length (a vocabulary of
+    150k strings is skipped, not parsed)."""
+
+    kv: dict
+    tensors: list[tuple[str, tuple[int, ...], int, int]]  # name, shape (ne0 first), ggml type, offset
+    data_offset: int
+    #: key -> (value type, byte span of the whole entry: key, type and value)
+    kv_spans: dict = field(default_factory=dict)
+    version: int = 3
+
+
+def read_header(path: str | Path, keep_array: int = 64) -> GGUFHeader:
+    import struct
+
+    def unpack(f, fmt):
+        size = struct.calcsize(fmt)
+        raw = f.read(size)
+        if len(raw) != size:
+            raise ValueError(f"{path}: truncated GGUF header")
+        return struct.unpack(fmt, raw)[0]
+
+    def string(f):
+        return f.read(unpack(f, "<Q")).decode("utf-8", errors="replace")
+
+    def value(f, vtype):
+        if vtype == _STRING:
+            return string(f)
+        if vtype == _ARRAY:
+            etype, n = unpack(f, "<I"), unpack(f, "<Q")
+            if n <= keep_array:
+                return [value(f, etype) for _ in range(n)]
+            if etype == _STRING:
+                for _ in range(n):
+                    f.seek(unpack(f, "<Q"), 1)
+            elif etype in _SCALARS:
+                f.seek(n * struct.calcsize(_SCALARS[etype]), 1)
+            else:
+                for _ in range(n):
+                    value(f, etype)
+            return _ArrayLen(n)
+        if vtype not in _SCALARS:
+            raise ValueError(f"{path}: unknown GGUF value type {vtype}")
+        return unpack(f, _SCALARS[vtype])
+
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ValueError(f"{path}: not a GGUF file (bad magic)")
+        version = unpack(f, "<I")
+        if version < 2:
+            raise ValueError(f"{path}: GGUF version {version} is not supported")
+        n_tensors, n_kv = unpack(f, "<Q"), unpack(f, "<Q")
+        kv, spans = {}, {}
+        for _ in range(n_kv):
+            start = f.tell()
+            key = string(f)
+            vtype = unpack(f, "<I")
+            kv[key] = value(f, vtype)
+            spans[key] = (vtype, start, f.tell())
+        tensors = []
+        for _ in range(n_tensors):
+            name = string(f)
+            n_dims = unpack(f, "<I")
+            shape = tuple(unpack(f, "<Q") for _ in range(n_dims))
+            tensors.append((name, shape, unpack(f, "<I"), unpack(f, "<Q")))
+        align = int(kv.get("general.alignment", 32))
+        data_offset = -(-f.tell() // align) * align
+    return GGUFHeader(kv, tensors, data_offset, spans, version)
+
+
+class _ArrayLen(int):
+    """Stands for an array that was skipped: its value is the array's length."""
+
+
+def tensor_nbytes(shape, ggml_type: int) -> int:
+    import gguf
+
+    block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ggml_type)]
+    n = 1
+    for d in shape:
+        n *= d
+    return n // block * size
+
+
+def tensor_data(path: str | Path, header: GGUFHeader, name: str) -> bytes:
+    """The raw bytes of one tensor (for comparisons in tests and tools)."""
+    for tname, shape, gtype, offset in header.tensors:
+        if tname == name:
+            with open(path, "rb") as f:
+                f.seek(header.data_offset + offset)
+                return f.read(tensor_nbytes(shape, gtype))
+    raise KeyError(f"{path}: no tensor {name}")
+
+
+def read_int_array(path: str | Path, key: str, header: GGUFHeader | None = None):
+    """An integer array value (any length) as a numpy array, or None if absent."""
+    import struct
+
+    import numpy as np
+
+    h = header or read_header(path)
+    if key not in h.kv_spans:
+        return None
+    vtype, start, end = h.kv_spans[key]
+    with open(path, "rb") as f:
+        f.seek(start)
+        raw = f.read(end - start)
+    at = 8 + len(key.encode()) + 4                   # past the key and the value type
+    if vtype != _ARRAY:
+        raise ValueError(f"{path}: {key} is not an array")
+    etype, n = struct.unpack_from("<IQ", raw, at)
+    if etype not in _SCALARS or _SCALARS[etype][1] not in "bBhHiIqQ":
+        raise ValueError(f"{path}: {key} is not an integer array")
+    return np.frombuffer(raw, _SCALARS[etype], count=n, offset=at + 12).astype(np.int64)
+
+
+def read_summary(path: str | Path) -> GGUFSummary:
+    import gguf
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    h = read_header(path)
+    arch = h.kv.get("general.architecture", "?")
+    n_blocks = int(h.kv.get(arch_key(Keys.LLM.BLOCK_COUNT, arch), 0))
+    n_nextn = int(h.kv.get(arch_key(Keys.LLM.NEXTN_PREDICT_LAYERS, arch), 0))
+    n_trunk = n_blocks - n_nextn
+    tokens = h.kv.get("tokenizer.ggml.tokens")
+    meta = {
+        "general.architecture": arch,
+        arch_key(Keys.LLM.BLOCK_COUNT, arch): n_blocks,
+        arch_key(Keys.LLM.NEXTN_PREDICT_LAYERS, arch): n_nextn,
+        arch_key(Keys.LLM.EMBEDDING_LENGTH, arch): h.kv.get(arch_key(Keys.LLM.EMBEDDING_LENGTH, arch)),
+        "vocab_size": len(tokens) if isinstance(tokens, list) else (int(tokens) if tokens is not None else None),
+        "general.file_type": h.kv.get("general.file_type"),
+    }
+    if Keys.Drafter.DRAFT_VOCAB in h.kv:
+        meta["draft_vocab_size"] = int(h.kv[Keys.Drafter.DRAFT_VOCAB]) if not isinstance(h.kv[Keys.Drafter.DRAFT_VOCAB], list) \
+            else len(h.kv[Keys.Drafter.DRAFT_VOCAB])
+    meta.update({k: v for k, v in h.kv.items() if k.startswith(Keys.Medusa.PREFIX)})
+    heads = {b: HeadInfo("mtp", b - n_trunk, b) for b in range(n_trunk, n_blocks)}
+    medusa: dict[int, HeadInfo] = {}
+    trunk_types: dict[str, int] = {}
+    total = 0
+    for name, shape, gtype, _ in h.tensors:
+        info = TensorInfo(name, gguf.GGMLQuantizationType(gtype).name, shape, tensor_nbytes(shape, gtype))
+        total += info.n_bytes
+        m = _BLK.match(name)
+        mm = _MEDUSA.match(name)
+        if m and int(m.group(1)) in heads:
+            heads[int(m.group(1))].tensors.append(info)
+        elif mm:
+            k = int(mm.group(1))
+            medusa.setdefault(k, HeadInfo("medusa", k, None)).tensors.append(info)
+        elif name.startswith("medusa."):       # the shared compressed projection
+            medusa.setdefault(-1, HeadInfo("medusa projection", -1, None)).tensors.append(info)
+        else:
+            trunk_types[info.type] = trunk_types.get(info.type, 0) + 1
+    return GGUFSummary(path, arch, len(h.tensors), total, meta,
+                       [hd for hd in heads.values() if hd.tensors] + [medusa[k] for k in sorted(medusa, key=lambda
+                                                                                              k: (k < 0, k))],
+                       trunk_types)
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def format_summary(s: GGUFSummary) -> str:
+    lines = [f"{s.path}: {s.arch}, {s.n_tensors} tensors, {human_bytes(s.n_bytes)}"]
+    lines.append("metadata:")
+    for k, v in s.metadata.items():
+        lines.append(f"  {k} = {v}")
+    trunk = ", ".join(f"{k}×{v}" for k, v in sorted(s.trunk_types.items()))
+    lines.append(f"trunk tensor types: {trunk}")
+    if not s.heads:
+        lines.append("drafter heads: none")
+    for h in s.heads:
+        where = f"blk.{h.block}" if h.block is not None else "shared by the heads" if h.index < 0 else \
+            f"medusa.{h.index}"
+        label = f"head {h.index}: {h.kind}" if h.index >= 0 else h.kind
+        lines.append(f"{label} ({where}), {len(h.tensors)} tensors, "
+                     f"{human_bytes(h.n_bytes)}, types {'/'.join(h.types)}")
+        for t in h.tensors:
+            shape = "×".join(str(x) for x in t.shape)
+            lines.append(f"  {t.name:<40} {t.type:<6} {shape:<16} {human_bytes(t.n_bytes)}")
+    return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""Native MTP drafting: the model's NextN head applied recursively, as a chain."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..sampling import sample_from, target_distribution
+from .base import Drafter, Proposal
+
+
+class MTPDrafter(Drafter):
+    """Native MTP: the model's NextN head applied recursively.
+
+    The MTP at position p reads (x_p, h_{p-1}); its output hidden state stands in
+    for the target's at the next draft step. The MTP cache keeps rows paired with
+    the *target's* hidden states: rows written from the head's own states during
+    drafting are replaced once the target has verified those positions (the
+    replacement rows ride along with the next draft call).
+
+    With one MTP layer (DeepSeek-V3, Qwen3.5) that head is shared by every draft
+    step. With several (a Qwen3-Next-style stack, or chained heads) draft step i
+    runs layer i mod H. KV is per layer, so every verified row is written into
+    each layer, and each step re-adds the drafted prefix under its own layer
+    (cells freed by a roll-back are reused in place, so the layers written
+    before stay valid: the scheme llama.cpp's own draft-mtp driver uses)."""
+
+    name = "mtp"
+    summary = "the file's MTP head drafting a chain"
+    needs_mtp = True
+    needs_hidden = True
+    FLUSH_ROWS = 32
+
+    def step_cost(self, measured_mtp_step: float) -> float:
+        return measured_mtp_step
+
+    def _write(self, eng, toks, hid, p0: int, output_last: bool = False) -> None:
+        """Write rows at positions p0.. into every MTP layer; layer 0 goes last so
+        that its outputs are the current ones."""
+        outputs = [False] * (len(toks) - 1) + [output_last]
+        heads = max(1, eng.n_nextn)
+        for head in reversed(range(heads)):
+            if heads > 1:
+                eng.mtp_truncate(p0)
+                eng.mtp_set_head(head)
+            eng.mtp_decode(toks, hid, p0, outputs)
+
+    def begin(self, eng, prompt, hidden):
+        if not eng.has_mtp:
+            raise ValueError(f"{eng.path} has no MTP layers loaded: use drafter 'none'")
+        self.pending = np.zeros(eng.n_embd, dtype=np.float32)
+        n_batch = eng.opts.n_batch
+        for start in range(0, len(prompt), n_batch):
+            chunk = prompt[start:start + n_batch]
+            h = hidden[start:start + len(chunk)]
+            self._write(eng, chunk, np.concatenate([self.pending[None, :], h[:-1]], axis=0), start)
+            self.pending = h[-1].copy()
+        self.catch_tokens: list[int] = []
+        self.catch_hidden: list[np.ndarray] = []
+
+    def _draft_token(self, eng, row, context, drafts, params, rng, qs) -> int:
+        if params.greedy:
+            return eng.mtp_argmax(row)
+        q = target_distribution(eng.mtp_logits(row), context + drafts, params)
+        qs.append(q)
+        return sample_from(q, rng)
+
+    def propose(self, eng, context, tok, pos, k, params, rng):
+        drafts: list[int] = []
+        qs: list[np.ndarray] | None = None if params.greedy else []
+        p0 = pos - len(self.catch_tokens)
+        toks = self.catch_tokens + [tok]
+        hid = self.catch_hidden + [self.pending]
+        self._write(eng, toks, np.stack(hid), p0, output_last=True)
+        heads = max(1, eng.n_nextn)
+        row = len(toks) - 1
+        for i in range(k):
+            if i and heads > 1:
+                # step i under layer i mod H: re-add the drafted prefix under that layer
+                eng.mtp_truncate(p0)
+                eng.mtp_set_head(i % heads)
+                eng.mtp_decode(toks, np.stack(hid), p0, [False] * (len(toks) - 1) + [True])
+                row = len(toks) - 1
+            d = self._draft_token(eng, row, context, drafts, params, rng, qs)
+            drafts.append(d)
+            if i + 1 < k:
+                h = eng.mtp_hidden(row)
+                if heads > 1:
+                    toks, hid = toks + [d], hid + [h]
+                else:
+                    eng.mtp_decode([d], h[None, :], pos + 1 + i, [True])
+                    row = 0
+        if heads > 1:
+            eng.mtp_set_head(0)
+        return Proposal(drafts, qs)
+
+    def accept(self, eng, tok, pos, proposal, n_accepted, hidden):
+        # a drafting pass: a chain, or a tree (whose tokens the loop has replaced by the
+        # accepted branch, empty when nothing was accepted)
+        if proposal.tokens or proposal.tree is not None:
+            # (tok, pending) at `pos` is right; later rows were built on the head's own states
+            eng.mtp_truncate(pos + 1)
+            self.catch_tokens = proposal.tokens[:n_accepted]
+            self.catch_hidden = [hidden[j] for j in range(n_accepted)]
+        else:
+            self.catch_tokens = self.catch_tokens + [tok]
+            self.catch_hidden = self.catch_hidden + [self.pending]
+            if len(self.catch_tokens) >= self.FLUSH_ROWS:
+                # passes without drafting (draft length 0): write the rows now
+                n = len(self.catch_tokens)
+                self._write(eng, self.catch_tokens, np.stack(self.catch_hidden), pos + 1 - n)
+                self.catch_tokens, self.catch_hidden = [], []
+        self.pending = hidden[n_accepted].copy()
