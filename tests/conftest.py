@@ -1,66 +1,13 @@
-"""Shared fixtures: tiny Qwen3.5 checkpoints in the real HF layout (generated in
-seconds, no hub) and their GGUF conversions, built once per test session."""
+"""Shared by every tier: llama.cpp and torch keep to the small machines the
+suite runs on. Tiers: ``tests/unit`` (pure Python, seconds, no runtime),
+``tests/runtime`` (needs the patched runtime: ``gguf-mtp runtime build``);
+``-m "not slow"`` leaves out the long ones."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
-
-from gguf_mtp.upstream import RuntimeMissing, installed_runtime
-
-
-def pytest_sessionstart(session):
-    try:
-        installed_runtime()
-    except RuntimeMissing as e:
-        pytest.exit(f"{e}\n(tools/test.sh builds it before running the tests)", returncode=2)
-
-
-class _Factory:
-    """Builds checkpoints / GGUFs on first use and caches them for the session."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self._ckpt: dict = {}
-        self._gguf: dict = {}
-
-    def checkpoint(self, **kw) -> Path:
-        from gguf_mtp.testing.tiny_qwen35 import make_qwen35_checkpoint
-
-        key = tuple(sorted(kw.items()))
-        if key not in self._ckpt:
-            d = self.root / f"ckpt{len(self._ckpt)}"
-            make_qwen35_checkpoint(d, **kw)
-            self._ckpt[key] = d
-        return self._ckpt[key]
-
-    def gguf(self, outtype: str = "f32", head_type: str | None = None, **kw) -> Path:
-        from gguf_mtp.convert.core import ConvertOptions, convert
-
-        key = (outtype, head_type, tuple(sorted(kw.items())))
-        if key not in self._gguf:
-            out = self.root / f"model{len(self._gguf)}-{outtype}.gguf"
-            convert(self.checkpoint(**kw), out, ConvertOptions(outtype=outtype, head_type=head_type, progress=False))
-            self._gguf[key] = out
-        return self._gguf[key]
-
-
-@pytest.fixture(scope="session")
-def factory(tmp_path_factory) -> _Factory:
-    return _Factory(tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture(scope="session")
-def default_gguf(tmp_path_factory):
-    """The embedded default model (trained, its MTP head accepts), converted."""
-    from gguf_mtp.models.default import default_gguf as build
-
-    def get(outtype: str = "f32") -> Path:
-        return build(outtype=outtype, cache=tmp_path_factory.getbasetemp() / "default")
-
-    return get
 
 
 @pytest.fixture(autouse=True)

@@ -111,7 +111,7 @@ def run_bench(cfg: BenchConfig, command: str | None = None) -> dict:
 
     # 2. prompts, rendered once (the chat template of the target)
     from ..runtime import Engine, RuntimeOptions
-    from .prompts import render
+    from .prompt_sets import render
 
     with Engine(files[(items[0]["family"], items[0]["quant"], items[0]["head_type"])],
                 RuntimeOptions(n_ctx=256, n_threads=cfg.threads, load_mtp=False)) as eng:

@@ -21,19 +21,11 @@ equal llama.cpp's MTP graph (tests/test_train_heads*.py):
 * ``deepseek2``, ``glm4moe``: :mod:`gguf_mtp.heads.mtp_nextn`;
 * ``llama``, ``qwen2`` (MiMo included), ``qwen3``, ``gemma3``: :mod:`gguf_mtp.heads.mtp_dense`.
 
-Qwen3.5 (GGUF arch ``qwen35``), the converter's transforms on the MTP block
-and their inverses:
-
-* every RMSNorm weight (enorm, hnorm, shared-head norm, input / post-attention
-  norms, q / k norms) is stored as ``1 + w``: loading subtracts 1, writing adds 1;
-* names: ``mtp.fc`` <-> ``blk.N.nextn.eh_proj``, ``mtp.pre_fc_norm_embedding``
-  <-> ``nextn.enorm``, ``mtp.pre_fc_norm_hidden`` <-> ``nextn.hnorm``,
-  ``mtp.norm`` <-> ``nextn.shared_head_norm`` (in block N, shared by a stack of
-  layers), ``mtp.layers.i.*`` <-> ``blk.{N+i}.attn_*`` / ``ffn_*`` /
-  ``post_attention_norm``; N = the trunk's layer count;
-* nothing is split or reordered in the MTP block: the gated ``q_proj`` (query
-  and output gate) stays one tensor, and the Gated-DeltaNet V-head reordering
-  only touches trunk layers.
+Which GGUF tensor holds which heads tensor, and the converter's transform
+between them (Qwen3.5: every RMSNorm stored as ``1 + w``; nothing split or
+reordered in the MTP block), is the architecture's rows of
+:mod:`gguf_mtp.heads.tensor_map`, the one table the converter, these loaders,
+stitching and ``gguf-mtp archs --tensors`` read.
 
 A heads directory (what ``gguf-mtp finetune`` writes and ``gguf-mtp stitch``
 reads) holds ``heads.safetensors`` (the trainable tensors as ``mtp.<state

@@ -9,24 +9,9 @@ one decoder layer of the trunk's kind (transformers' ``LlamaDecoderLayer`` /
 optional own ``embed_tokens`` / ``shared_head.head`` (frozen; otherwise the
 trunk's embedding and LM head). Norms are plain RMSNorms.
 
-GGUF tensor -> heads state (``mtp.layers.i.`` + name, the checkpoint's
-``model.layers.{N+i}.`` names), with the converter's transform and its inverse:
-
-=================================  ==========================================  =========================================
-GGUF (``blk.{N+i}.``)              heads state (after ``layers.i.``)           transform
-=================================  ==========================================  =========================================
-``nextn.{enorm,hnorm,eh_proj}``    ``{enorm,hnorm,eh_proj}.weight``            none (MiMo: see below)
-``nextn.shared_head_norm``         ``shared_head.norm.weight``                 none
-``attn_norm``                      ``input_layernorm.weight``                  none
-``attn_q`` / ``attn_k`` (llama)    ``self_attn.{q,k}_proj.weight``             rows permuted per head (n_head / n_head_kv):
-                                                                               [n, 2, d/2] -> [n, d/2, 2]
-``attn_{q,k,v}``                   ``self_attn.{q,k,v}_proj.weight``           none (qwen2, qwen3; llama v)
-``attn_{q,k,v}.bias`` (qwen2)      ``self_attn.{q,k,v}_proj.bias``             none
-``attn_{q,k}_norm`` (qwen3)        ``self_attn.{q,k}_norm.weight``             none
-``attn_output``                    ``self_attn.o_proj.weight``                 none
-``ffn_norm``                       ``post_attention_layernorm.weight``         none
-``ffn_{gate,up,down}``             ``mlp.{gate,up,down}_proj.weight``          none
-=================================  ==========================================  =========================================
+Which GGUF tensor holds which heads tensor, and the converter's transform
+between them, is this family's rows of :mod:`gguf_mtp.heads.tensor_map` (the
+one table; ``gguf-mtp archs --tensors`` prints it); :func:`rules` reads them.
 
 MiMo-7B converts to arch ``qwen2`` with its hidden-first ``input_proj``
 ``[W_h | W_e]`` stored as ``eh_proj = [W_e | W_h]`` (column halves swapped), so
@@ -66,8 +51,6 @@ from .common import (
     HeadsFamily,
     TensorRule,
     build_appended,
-    plain,
-    plus_one_norm,
     table_rules,
 )
 
@@ -81,12 +64,6 @@ class DenseSpec:
     module: str                      # transformers.models.<module>
     prefix: str                      # class-name prefix: Llama, Qwen2, Qwen3, Gemma3
     config_class: str = ""           # default: prefix + "Config"
-    rope_permuted: bool = False      # llama: the converter permutes q/k rows per head
-    qkv_bias: bool = False           # qwen2: q/k/v biases
-    qk_norm: bool = False            # qwen3, gemma3: per-head q/k RMSNorms
-    #: decoder-layer norms (transformers name -> GGUF suffix), the input norm first
-    norms: tuple[tuple[str, str], ...] = (("input_layernorm", "attn_norm"), ("post_attention_layernorm", "ffn_norm"))
-    norm_rule: Callable = plain      # the layer norms' transform (plus_one_norm: GGUF = 1 + w, Gemma's x * (1 + w))
     fusion_norm: tuple[str, str] | None = None   # (module, class) of the plain fusion RMSNorms; None: the family's
     embed_scale: bool = False        # gemma3: the MTP's token embedding is scaled by sqrt(hidden), as the trunk's
     rotary_layer_type: str | None = None          # gemma3: the rotary embedding of the global layers
@@ -137,17 +114,14 @@ def _gemma3_config(view: GGUFView, n_trunk: int, n_heads: int) -> dict:
 
 #: GGUF architecture -> its dense MTP layer (one row per family; no per-arch branches below)
 SPECS: dict[str, DenseSpec] = {
-    "llama": DenseSpec("llama", "Llama", rope_permuted=True, extra_config=_llama_config),
-    "qwen2": DenseSpec("qwen2", "Qwen2", qkv_bias=True,
+    "llama": DenseSpec("llama", "Llama", extra_config=_llama_config),
+    "qwen2": DenseSpec("qwen2", "Qwen2",
                        extra_config=lambda v, n, h: {"use_sliding_window": False, "sliding_window": None}),
-    "qwen3": DenseSpec("qwen3", "Qwen3", qk_norm=True,
+    "qwen3": DenseSpec("qwen3", "Qwen3",
                        extra_config=lambda v, n, h: {"use_sliding_window": False, "sliding_window": None,
                                                      "attention_bias": False}),
-    "gemma3": DenseSpec("gemma3", "Gemma3", config_class="Gemma3TextConfig", qk_norm=True,
-                        norms=(("input_layernorm", "attn_norm"), ("post_attention_layernorm", "post_attention_norm"),
-                               ("pre_feedforward_layernorm", "ffn_norm"),
-                               ("post_feedforward_layernorm", "post_ffw_norm")),
-                        norm_rule=plus_one_norm, fusion_norm=("llama", "LlamaRMSNorm"), embed_scale=True,
+    "gemma3": DenseSpec("gemma3", "Gemma3", config_class="Gemma3TextConfig",
+                        fusion_norm=("llama", "LlamaRMSNorm"), embed_scale=True,
                         rotary_layer_type="full_attention", extra_config=_gemma3_config),
 }
 

@@ -10,32 +10,9 @@ layer's own ``embed_tokens`` / ``shared_head.head`` when the GGUF has them
 (frozen, like the trunk's embedding and LM head, which are used otherwise).
 Norms are plain RMSNorms (no ``1 + w``).
 
-GGUF tensor -> heads state (``mtp.layers.i.`` + name, the checkpoint's
-``model.layers.{N+i}.`` names), with the converter's transform and its inverse:
-
-================================  ===========================================  ===================================
-GGUF (``blk.{N+i}.``)             heads state (after ``layers.i.``)            transform
-================================  ===========================================  ===================================
-``nextn.{enorm,hnorm,eh_proj}``   ``{enorm,hnorm,eh_proj}.weight``             none
-``nextn.shared_head_norm``        ``shared_head.norm.weight``                  none
-``attn_norm``                     ``input_layernorm.weight``                   none
-``attn_q_a``, ``attn_q_a_norm``   ``self_attn.q_a_proj``, ``q_a_layernorm``    none (``attn_q`` -> ``q_proj``
-``attn_q_b``                      ``self_attn.q_b_proj.weight``                without a q LoRA)
-``attn_kv_a_mqa``                 ``self_attn.kv_a_proj_with_mqa.weight``      none
-``attn_kv_a_norm``                ``self_attn.kv_a_layernorm.weight``          none
-``attn_k_b`` + ``attn_v_b``       ``self_attn.kv_b_proj.weight``               kv_b viewed [H, nope+v, r]; rows split
-                                                                               into k_b [H, nope, r] transposed to
-                                                                               [H, r, nope] and v_b [H, v, r]
-``attn_{q,k,v}`` (+ ``.bias``)    ``self_attn.{q,k,v}_proj`` (GLM)             none
-``attn_{q,k}_norm``               ``self_attn.{q,k}_norm.weight`` (GLM)        none
-``attn_output``                   ``self_attn.o_proj.weight``                  none
-``ffn_norm`` / ``post_attention_norm``  ``post_attention_layernorm.weight``    none (DeepSeek / GLM name)
-``ffn_gate_inp``                  ``mlp.gate.weight``                          none
-``exp_probs_b.bias``              ``mlp.gate.e_score_correction_bias``         none
-``ffn_{gate,up}_exps``            ``mlp.experts.gate_up_proj``                 [E,I,H] x2 <-> [E,2I,H]
-``ffn_down_exps``                 ``mlp.experts.down_proj``                    none
-``ffn_{gate,up,down}_shexp``      ``mlp.shared_experts.*_proj.weight``         none
-================================  ===========================================  ===================================
+Which GGUF tensor holds which heads tensor, and the converter's transform
+between them, is this family's rows of :mod:`gguf_mtp.heads.tensor_map` (the
+one table; ``gguf-mtp archs --tensors`` prints it); :func:`rules` reads them.
 
 FP8 checkpoints are dequantized by the converter; the heads see (and stitch
 writes) the GGUF's own types. ``e_score_correction_bias`` is a buffer in

@@ -2,7 +2,7 @@
 layers, the MTP context that drafts from the target's hidden states.
 
 This module owns the llama.cpp calls (contexts, batches, KV-cache edits);
-the decoding loops live in :mod:`gguf_mtp.runtime.speculative`.
+the decoding loop lives in :mod:`gguf_mtp.runtime.loop`, the drafters in :mod:`gguf_mtp.runtime.drafters`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ describing how its MTP layers are stored and where they land in the GGUF."""
 
 from __future__ import annotations
 
-from .base import MTPArch
+from .spec import MTPArch
 from .deepseek_v3 import DEEPSEEK_V3
 from .dense import GEMMA3_MTP, LLAMA_MTP, QWEN2_MTP, QWEN3_MTP
 from .glm4_moe import GLM4_MOE

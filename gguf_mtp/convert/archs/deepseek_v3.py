@@ -24,7 +24,7 @@ pinned converter dequantizes per tensor (see :mod:`gguf_mtp.convert.archs.fp8`).
 from __future__ import annotations
 
 from .fp8 import FP8Checked
-from .nextn import AppendedNextNArch
+from .appended import AppendedNextNArch
 
 
 class DeepseekV3MTPConverter(FP8Checked):

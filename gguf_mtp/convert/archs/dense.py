@@ -37,7 +37,7 @@ applies to them too) and writes ``<arch>.nextn_predict_layers``.
 from __future__ import annotations
 
 from ...heads.tensor_map import LLAMA, nextn_renames
-from .nextn import AppendedNextNArch
+from .appended import AppendedNextNArch
 
 #: appended-layer tensor (after ``model.layers.{N}.``) -> GGUF name (after ``blk.{N}.``) of the
 #: tensors only an MTP layer has, which the pinned converters do not know

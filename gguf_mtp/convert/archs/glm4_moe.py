@@ -15,7 +15,7 @@ without GLM's chat tokens.
 from __future__ import annotations
 
 from .fp8 import FP8Checked
-from .nextn import AppendedNextNArch
+from .appended import AppendedNextNArch
 
 #: added tokens the pinned converter's GLM vocabulary writer looks up by name
 GLM_SPECIAL_TOKENS = ("[gMASK]", "<|user|>", "<|endoftext|>", "<|observation|>")

@@ -23,7 +23,7 @@ the hidden state, H..2H-1 on the embedding) the converter writes
 
 from __future__ import annotations
 
-from .base import MTPArch
+from .spec import MTPArch
 from ...heads.tensor_map import MIMO as MIMO_TENSORS, appended_renames
 from .dense import NEXTN_TENSORS, DenseMTPConverter
 

@@ -7,7 +7,7 @@ a shared-head norm; the embedding and LM head are the trunk's. The pinned
 converter appends it after the trunk as block N = num_hidden_layers.
 """
 
-from .base import MTPArch
+from .spec import MTPArch
 
 QWEN35 = MTPArch(
     hf_architectures=("Qwen3_5ForCausalLM",),

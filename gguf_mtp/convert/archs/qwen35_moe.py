@@ -10,7 +10,7 @@ layer's one by one; the pinned converter handles both and appends the layer
 after the trunk as block N = num_hidden_layers.
 """
 
-from .base import MTPArch
+from .spec import MTPArch
 
 QWEN35_MOE = MTPArch(
     hf_architectures=("Qwen3_5MoeForCausalLM",),

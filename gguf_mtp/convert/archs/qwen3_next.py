@@ -11,7 +11,7 @@ appends the layer after the trunk as block N = num_hidden_layers and stacks
 the experts; its norms get the ``+1`` of the zero-centred RMSNorm.
 """
 
-from .base import MTPArch
+from .spec import MTPArch
 
 QWEN3_NEXT = MTPArch(
     hf_architectures=("Qwen3NextForCausalLM",),

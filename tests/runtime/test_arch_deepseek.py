@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from gguf_mtp.convert.core import ConvertOptions, convert
-from gguf_mtp.testing.fixtures.common import checkpoint_files
+from gguf_mtp.testing.fixtures.builders import checkpoint_files
 from gguf_mtp.testing.fixtures.deepseek_v3 import make_checkpoint
 
 BLOCK = 128

@@ -1,0 +1,88 @@
+"""``gguf-mtp bench``: tokens/s across quant levels, drafters and draft lengths."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .common import fail
+
+def _csv(kind):
+    def parse(ctx, param, value):
+        if value is None:
+            return None
+        items = tuple(v.strip() for v in value.split(",") if v.strip())
+        try:
+            return tuple(kind(v) for v in items)
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: a comma-separated list") from None
+    return parse
+
+
+@click.command("bench")
+@click.argument("target", required=False, type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.option("-o", "--out", default="bench-results", show_default=True,
+              help="Directory for results.json, results.md and the plots.")
+@click.option("--quick", is_flag=True,
+              help="CI mode: every stage on a tiny setting (one quant, short generations, 2 training steps).")
+@click.option("--quants", callback=_csv(str), default=None, metavar="LIST",
+              help="Trunk quant levels [default: f16,q8_0,q4_k_m,q4_0].")
+@click.option("--drafters", callback=_csv(str), default=None, metavar="LIST",
+              help="Drafters [default: all: none,lcp-ngram,ngram,upstream,mtp,mtp-cv,fastmtp,eagle,"
+                   "eagle-tree,medusa].")
+@click.option("--drafts", callback=_csv(int), default=None, metavar="LIST",
+              help="Draft lengths for the chain drafters [default: 1,2,3,4].")
+@click.option("--head-types", callback=_csv(str), default=None, metavar="LIST",
+              help="Head types swept for the MTP head (draft-vocabulary file) at draft 3 [default: f16,q8_0,q4_0].")
+@click.option("--head-type", default=None, help="The heads' type in every other run [default: q8_0].")
+@click.option("-n", "--n-tokens", type=int, default=None, help="Tokens generated per prompt [default: 64].")
+@click.option("--repeats", type=int, default=None, help="Repeats; speeds are medians [default: 3].")
+@click.option("--prompts-per-set", type=int, default=None, help="Prompts from each of code/prose/chat [default: 3].")
+@click.option("--train-steps", type=int, default=None,
+              help="Training steps of FastMTP, EAGLE and Medusa heads [default: 200].")
+@click.option("--draft-vocab", type=int, default=None,
+              help="Compressed draft vocabulary of the trained and mtp-cv files, 0 = off [default: 4096].")
+@click.option("--work", default=None, help="Work directory for the built files [default: in the gguf-mtp cache].")
+@click.option("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores).")
+@click.option("-ngl", "--n-gpu-layers", type=int, default=None, help="Layers offloaded to a GPU.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def bench_cmd(target, out, quick, quants, drafters, drafts, head_types, head_type, n_tokens, repeats,
+              prompts_per_set, train_steps, draft_vocab, work, threads, n_gpu_layers, quiet):
+    """Tokens/s of every drafter across quant levels, draft lengths and head types.
+
+    TARGET is a high-precision GGUF with an MTP layer (default: the embedded
+    default model at f32). The bench quantizes it to every level, trains the
+    FastMTP, EAGLE and Medusa heads by self-distillation (once, kept in
+    --work), then times plain decoding and each drafter back to back in one
+    process, greedy, median of --repeats, every speculative output checked
+    against plain decoding. Besides gguf-mtp's drafters it times
+    llama-cpp-python's prompt-lookup decoding and llama.cpp's own draft-mtp
+    (when its tool is built: python -m gguf_mtp.bench.upstream_mtp build).
+    Writes results.json, results.md (tables, batch-cost curve c(n) and the speed
+    bound per drafter) and three plots to --out.
+    """
+    import shlex
+
+    from ..bench import BenchConfig, run_bench
+
+    given = {"quants": quants, "drafters": drafters, "drafts": drafts, "head_types": head_types,
+             "head_type": head_type, "n_tokens": n_tokens, "repeats": repeats, "prompts_per_set": prompts_per_set,
+             "train_steps": train_steps, "draft_vocab": draft_vocab}
+    given = {k: v for k, v in given.items() if v is not None}
+    common = dict(target=target, out=out, work=work, threads=threads, n_gpu_layers=n_gpu_layers,
+                  progress=not quiet)
+    cfg = BenchConfig.quick_config(**common, **given) if quick else BenchConfig(**common, **given)
+    command = "gguf-mtp " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None
+    try:
+        res = run_bench(cfg, command=command)
+    except (ValueError, FileNotFoundError) as e:
+        fail(e)
+    from ..bench.report import headline
+
+    click.echo(headline(res))
+    click.echo(f"wrote {cfg.out_dir() / 'results.json'}, results.md and {len(res['plots'])} plots "
+               f"({res['seconds']:.0f} s)")
+    bad = [f"{r['drafter']}@{r['draft']} {r['quant']}" for r in res["rows"] if not r.get("lossless", True)]
+    if bad:
+        raise click.ClickException("output differs from plain decoding: " + ", ".join(bad))

@@ -1,0 +1,185 @@
+"""``gguf-mtp convert | archs | graft | inspect | quantize``: making and reading GGUFs."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..convert.quantize import FTYPES as QUANT_FTYPES
+from ..convert.quantize import HEAD_TYPES as QUANT_HEAD_TYPES
+from .common import fail
+
+@click.command()
+@click.argument("model_dir", type=click.Path(file_okay=False, path_type=str))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--outtype", type=click.Choice(["f32", "f16", "bf16", "q8_0"]), default="f16", show_default=True,
+              help="Tensor type of the trunk.")
+@click.option("--head-type", type=click.Choice(["f32", "f16", "bf16", "q8_0"]), default=None,
+              help="Tensor type of the MTP head tensors (default: same as --outtype), "
+                   "e.g. a q8_0 trunk with f16 heads.")
+@click.option("--no-mtp", is_flag=True, help="Convert the trunk alone, without MTP layers.")
+@click.option("--mtp-only", is_flag=True,
+              help="Write the MTP heads alone (blk.N+ tensors plus the metadata and vocabulary), "
+                   "to put into a GGUF made elsewhere with 'gguf-mtp graft'.")
+@click.option("--heads", type=click.Choice(["mtp", "medusa", "eagle"]), default="mtp", show_default=True,
+              help="Drafter heads to write: the native MTP layers; or also Medusa heads (medusa.K.blk.L.*; "
+                   "the MTP layers stay in the file unless --no-mtp); or the MTP layer as an EAGLE drafter "
+                   "(gguf_mtp.drafter = eagle; train it with finetune --method eagle).")
+@click.option("--medusa-heads", type=click.IntRange(1, 16), default=3, show_default=True,
+              help="Number of Medusa heads K (head k, from 0, predicts the token k+2 places after the "
+                   "position whose hidden state it reads).")
+@click.option("--medusa-layers", type=click.IntRange(1, 8), default=1, show_default=True,
+              help="Residual blocks x + SiLU(Wx + b) per Medusa head.")
+@click.option("--init", "init", type=click.Choice(["recycled", "scratch"]), default="recycled",
+              show_default=True,
+              help="Medusa/EAGLE initialisation. Medusa: 'recycled' maps the MTP layer's input fusion "
+                   "into the first block (see the README), 'scratch' is the Medusa paper's zero blocks "
+                   "(every head starts as the LM head). EAGLE: 'recycled' keeps the MTP weights, 'scratch' "
+                   "re-draws the block's matrices.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("-v", "--verbose", is_flag=True, help="Show the converter's log.")
+def convert(model_dir, out, outtype, head_type, no_mtp, mtp_only, heads, medusa_heads, medusa_layers,
+            init, quiet, verbose):
+    """Convert a Hugging Face checkpoint directory MODEL_DIR to ONE GGUF file OUT
+    holding the trunk and its MTP layers (blk.N.nextn.*).
+
+    Sharded checkpoints (model.safetensors.index.json) are read tensor by tensor
+    as they are written, so memory stays around one tensor plus what the
+    operating system caches. FP8 checkpoints (weight_scale_inv block scales) are
+    dequantized on the way. The file is written under a temporary name and
+    renamed at the end: a failed or interrupted conversion leaves no OUT behind.
+
+    The supported architectures are listed by 'gguf-mtp archs'."""
+    from ..convert.archs import UnsupportedArchitecture
+    from ..convert.core import ConversionError, ConvertOptions
+    from ..convert.core import convert as convert_api
+    from ..convert.hf_checkpoint import CheckpointError
+    from ..gguf.inspect import human_bytes
+    from ..upstream import RuntimeMissing
+
+    opts = ConvertOptions(outtype=outtype, head_type=head_type, mtp=not no_mtp, mtp_only=mtp_only,
+                          verbose=verbose, progress=not quiet, heads=heads, medusa_heads=medusa_heads,
+                          medusa_layers=medusa_layers, init=init)
+    try:
+        res = convert_api(model_dir, out, opts)
+    except (CheckpointError, ConversionError, UnsupportedArchitecture, RuntimeMissing) as e:
+        fail(e)
+    extra = {"medusa": f", {medusa_heads} Medusa heads ({init})", "eagle": f", EAGLE drafter ({init})"}.get(heads, "")
+    click.echo(f"wrote {res.path} ({res.arch}, {res.n_tensors} tensors, {human_bytes(res.size_bytes)}; "
+               f"{res.n_mtp_layers} MTP layer(s), {len(res.head_tensors)} head tensors{extra})")
+
+
+@click.command("archs")
+@click.option("--tensors", is_flag=True, help="Also show which checkpoint tensor becomes which GGUF tensor.")
+@click.option("--markdown", is_flag=True, help="Print the tables as Markdown (as in docs/architectures.md).")
+def archs_cmd(tensors, markdown):
+    """List the checkpoint architectures 'convert' supports, the GGUF
+    architecture each becomes, and which hidden state feeds its MTP module.
+
+    The tensor tables come from gguf_mtp.heads.tensor_map, the one table that
+    drives the converter, the PyTorch heads and stitching."""
+    from ..convert.archs import ARCHITECTURES
+    from ..heads.tensor_map import display
+
+    seen = []
+    for arch in ARCHITECTURES.values():
+        if arch not in seen:
+            seen.append(arch)
+    if markdown:
+        click.echo(archs_markdown(seen, tensors, display))
+        return
+    for arch in seen:
+        click.echo(f"{', '.join(arch.hf_architectures)} -> {arch.gguf_arch}")
+        click.echo(f"    MTP input: {arch.hidden_source}")
+        if tensors:
+            for src, dst, note in display(arch.tensors):
+                click.echo(f"    {src:<55} -> {dst}" + (f"  ({note})" if note else ""))
+            for n in arch.notes:
+                click.echo(f"    note: {n}")
+
+
+def archs_markdown(archs, tensors: bool, display) -> str:
+    """The architecture tables as Markdown (docs/architectures.md embeds this output)."""
+    lines = ["| HF class | GGUF arch | hidden state fed to the MTP module |", "|---|---|---|"]
+    for arch in archs:
+        lines.append(f"| {', '.join(f'`{a}`' for a in arch.hf_architectures)} | `{arch.gguf_arch}` "
+                     f"| {arch.hidden_source} |")
+    if tensors:
+        for arch in archs:
+            lines += ["", f"**{', '.join(arch.hf_architectures)}** → `{arch.gguf_arch}`", "",
+                      "| checkpoint tensor | GGUF tensor | transform / note |", "|---|---|---|"]
+            lines += [f"| `{src}` | `{dst}` | {note} |" for src, dst, note in display(arch.tensors)]
+            lines += [f"\n{n}" for n in arch.notes]
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("base", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("heads", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=str))
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def graft(base, heads, out, quiet):
+    """Put the MTP heads of HEADS into BASE, writing OUT, without re-converting
+    the trunk: e.g. BASE is a Q4_K_M made by another tool (or a --no-mtp
+    conversion) and HEADS comes from 'gguf-mtp convert --mtp-only'.
+
+    The heads' tensors are copied byte for byte at their own type; BASE keeps
+    its trunk, vocabulary and metadata. Refuses, listing every reason, when
+    the two are not the same model: architecture, hidden size, trunk depth,
+    vocabulary (token for token) or any shared hyper-parameter differ."""
+    from ..convert.graft import GraftError
+    from ..convert.graft import graft as graft_api
+    from ..gguf.inspect import human_bytes
+
+    try:
+        res = graft_api(base, heads, out, progress=not quiet)
+    except (GraftError, FileNotFoundError, ValueError) as e:
+        fail(e)
+    note = f"; replaced {res.replaced} head tensors BASE had" if res.replaced else ""
+    click.echo(f"wrote {res.path} ({res.arch}: {res.n_trunk}-layer trunk from BASE + {res.n_heads} MTP "
+               f"layer(s), {len(res.head_tensors)} head tensors, "
+               f"{human_bytes(res.path.stat().st_size)}{note})")
+
+
+@click.command("inspect")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def inspect_cmd(file, as_json):
+    """List the drafter heads in a GGUF FILE: their tensors, types, sizes, and the
+    metadata a drafter needs."""
+    import dataclasses
+
+    from ..gguf.inspect import format_summary, read_summary
+
+    try:
+        s = read_summary(file)
+    except ValueError as e:
+        fail(e)
+    if as_json:
+        d = dataclasses.asdict(s)
+        d["path"] = str(s.path)
+        click.echo(json.dumps(d, indent=2))
+    else:
+        click.echo(format_summary(s))
+
+
+@click.command("quantize")
+@click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("dst", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("type", metavar="TYPE", type=click.Choice(sorted(QUANT_FTYPES), case_sensitive=False))
+@click.option("--head-type", type=click.Choice(list(QUANT_HEAD_TYPES)), default=None, help="Tensor type of the drafter heads (default: TYPE's own choice, as upstream).")
+@click.option("-t", "--threads", type=int, default=None, help="Threads (default: all cores).")
+def quantize_cmd(src, dst, type, head_type, threads):
+    """Quantize SRC (an f32/f16/bf16 GGUF) to DST with llama.cpp's quantizer,
+    keeping the drafter heads at --head-type (e.g. a q4_k_m trunk with q8_0 heads)."""
+    from ..convert.quantize import QuantizeError, quantize
+    from ..gguf.inspect import human_bytes
+    from ..upstream import RuntimeMissing
+
+    try:
+        res = quantize(src, dst, type, head_type, threads)
+    except (QuantizeError, RuntimeMissing, ValueError) as e:
+        fail(e)
+    heads = f"heads {res.head_type}" if res.head_type else "heads at the file type's default"
+    click.echo(f"wrote {res.path} ({res.ftype}, {heads}, {human_bytes(res.size_bytes)})")
