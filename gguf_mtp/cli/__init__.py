@@ -8,7 +8,7 @@ import sys
 import click
 
 from .. import __version__
-from . import bench, convert, generate, models, runtime, train
+from . import bench, check, convert, generate, models, runtime, train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,7 +19,7 @@ def main():
 
 
 for _cmd in (runtime.runtime, convert.convert, convert.archs_cmd, convert.graft, convert.inspect_cmd,
-             convert.quantize_cmd, generate.generate, generate.demo, bench.bench_cmd, models.models,
+             convert.quantize_cmd, generate.generate, generate.demo, check.check, bench.bench_cmd, models.models,
              *train.COMMANDS):
     main.add_command(_cmd)
 

@@ -70,7 +70,7 @@ def measure_cost_model(eng, n_max: int = 9, repeats: int = 5, context: int = 64)
     and one MTP drafting step when the model has an MTP head."""
     eng.clear()
     prefix = [int(t) % eng.n_vocab for t in range(1, context + 1)]
-    eng.target_decode(prefix, 0, [False] * (context - 1) + [True])
+    eng.target_decode(prefix, 0, [False] * (context - 1) + [True], prefill=True)
     times = []
     for n in range(1, n_max + 1):
         toks = prefix[:n]

@@ -42,6 +42,10 @@ class RuntimeOptions:
     #: llama.cpp's extra weight buffer types (AMX, CPU repacking): faster
     #: kernels; False loads every weight into the plain CPU buffer
     extra_bufts: bool = True
+    #: exact speculative decoding: verification passes run batch-invariant CPU
+    #: kernels (patch 0010), so each verified row equals one-token decoding bit
+    #: for bit; prefill and one-token passes run the normal kernels
+    exact: bool = True
     verbose: bool = False
 
 
@@ -145,6 +149,7 @@ class Engine:
             raise RuntimeErrorLlama(f"{self.path}: could not create the target context")
         self.mem = L.llama_get_memory(self.ctx)
         self.batch = _Batch(L, self.ctx)
+        self._invariant = False
 
         self.mtp_ctx = None
         self.mtp_batch = None
@@ -253,15 +258,25 @@ class Engine:
 
     # -- target --------------------------------------------------------------
 
-    def target_decode(self, tokens, pos0: int, outputs) -> None:
-        """Run the target over ``tokens`` at positions ``pos0...`` (one batch)."""
+    def _set_invariant(self, on: bool) -> None:
+        """Batch-invariant kernels for the next target passes (patch 0010)."""
+        if on != self._invariant:
+            self.P.llama_set_batch_invariant(self.ctx, on)
+            self._invariant = on
+
+    def target_decode(self, tokens, pos0: int, outputs, *, prefill: bool = False) -> None:
+        """Run the target over ``tokens`` at positions ``pos0...`` (one batch).
+        ``prefill``: the prompt (normal kernels even in exact mode: plain and
+        speculative decoding prefill alike)."""
         self._check_batch(len(tokens))
+        self._set_invariant(self.opts.exact and not prefill)
         self.batch.fill(tokens, pos0, outputs)
         self._run(self.ctx, self.batch, "target")
 
     def target_decode_rows(self, rows) -> None:
         """Run the target over general rows (token, pos, seq_ids, output) in one batch."""
         self._check_batch(len(rows))
+        self._set_invariant(self.opts.exact)
         self.batch.fill_rows(rows)
         self._run(self.ctx, self.batch, "target")
 

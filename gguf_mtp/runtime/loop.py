@@ -98,7 +98,7 @@ def _prefill(eng: Engine, prompt: list[int], want_hidden: bool) -> tuple[np.ndar
     for start in range(0, len(prompt), n_batch):
         chunk = prompt[start:start + n_batch]
         last = start + len(chunk) == len(prompt)
-        eng.target_decode(chunk, start, [False] * (len(chunk) - 1) + [last])
+        eng.target_decode(chunk, start, [False] * (len(chunk) - 1) + [last], prefill=True)
         if want_hidden:
             hidden.append(eng.target_hidden(len(chunk)))
         if last:
@@ -156,6 +156,9 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
     st.n_generated = 1
     yield [tok]
     pos = len(prompt)
+    #: accepted tokens not yet in the target cache (exact mode drops a tree's
+    #: accepted branch and recomputes it in the next pass; see tree.verify_tree)
+    pending: list[int] = []
     try:
         while st.n_generated < max_tokens and not eng.is_eog(tok):
             k = auto.choose() if auto else k_fixed
@@ -170,16 +173,19 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
             tree = proposal.tree
             if tree is not None:
                 # one target choice per visited node, in emission order (see tree.py: lossless)
-                res = verify_tree(eng, pos, tree, want_hidden=dr.needs_hidden,
+                res = verify_tree(eng, pos, tree, want_hidden=dr.needs_hidden, pending=pending,
+                                  keep_accepted=not eng.opts.exact,
                                   choose=lambda logits, path, ctx=ctx: _choose(sampler, logits, ctx + path))
                 proposal.tokens = drafts = res.tokens        # the accepted branch
+                pending = [] if res.kept else list(res.tokens)
                 n_acc, nxt, hidden, n_drafted = len(drafts), res.next_token, res.hidden, tree.depth
                 proposal.rows = res.rows
                 st.tree_nodes += len(tree)
             else:
-                n_acc, nxt, hidden = _verify_chain(eng, sampler, params, history, tok, pos, proposal, dr)
+                n_acc, nxt, hidden = _verify_chain(eng, sampler, params, history, tok, pos, proposal, dr, pending)
                 n_drafted = len(drafts)
-                proposal.rows = list(range(n_acc + 1))
+                proposal.rows = list(range(len(pending), len(pending) + n_acc + 1))
+                pending = []
             st.target_s += time.perf_counter() - b
             st.target_passes += 1
             st.drafted.append(n_drafted)
@@ -210,26 +216,28 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
 
 
 def _verify_chain(eng: Engine, sampler: Sampler, params: SamplingParams, history: list[int], tok: int,
-                  pos: int, proposal, dr: Drafter):
-    """One target pass over [tok, d_1..d_K]; returns (n_accepted, next token,
+                  pos: int, proposal, dr: Drafter, pending=()):
+    """One target pass over [tok, d_1..d_K] (after the ``pending`` tokens of
+    an exact-mode tree, which need no logits); returns (n_accepted, next token,
     NextN hidden rows or None) and rolls the target back past a rejection."""
     drafts = proposal.tokens
     verify = [tok] + drafts
-    eng.target_decode(verify, pos, [True] * len(verify))
+    lead = len(pending)
+    eng.target_decode(list(pending) + verify, pos - lead, [False] * lead + [True] * len(verify))
     ctx = history + [tok]
     if params.greedy or proposal.q is None:
         # match rule (deterministic drafts): the target's own choice at each
         # position until the first mismatch; one sampler draw per emitted token
         n_acc = 0
         while True:
-            nxt = _choose(sampler, eng.target_logits(n_acc), ctx + drafts[:n_acc])
+            nxt = _choose(sampler, eng.target_logits(lead + n_acc), ctx + drafts[:n_acc])
             if n_acc == len(drafts) or nxt != drafts[n_acc]:
                 break
             n_acc += 1
     else:
-        ps = [sampler.distribution(eng.target_logits(j), ctx + drafts[:j]) for j in range(len(verify))]
+        ps = [sampler.distribution(eng.target_logits(lead + j), ctx + drafts[:j]) for j in range(len(verify))]
         n_acc, nxt = verify_chain(ps, proposal.q, drafts, sampler.rng)
-    hidden = eng.target_hidden(len(verify)) if dr.needs_hidden else None
+    hidden = eng.target_hidden_rows(range(lead, lead + len(verify))) if dr.needs_hidden else None
     if n_acc < len(drafts):
         eng.target_truncate(pos + n_acc + 1)
     return n_acc, nxt, hidden

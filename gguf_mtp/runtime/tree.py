@@ -293,6 +293,9 @@ class TreeResult:
     #: batch rows of the root and of the accepted nodes (the last one's logits
     #: gave ``next_token``; a Medusa drafter reads its heads there)
     rows: list[int] = field(default_factory=list)
+    #: whether the accepted tokens stay in the cache (False: the caller passes
+    #: them as the next verify's ``pending``; see :func:`verify_tree`)
+    kept: bool = True
 
     @property
     def n_accepted(self) -> int:
@@ -354,13 +357,17 @@ def choose_method(eng: Engine, tree: DraftTree) -> str:
 
 # -- verification ------------------------------------------------------------------
 
-def _layout(tree: DraftTree, pos: int, method: str, pad_token: int | None):
-    """Batch rows, the row of every node (root = ROOT key), and sequences used."""
+def _layout(tree: DraftTree, pos: int, method: str, pad_token: int | None, pending=()):
+    """Batch rows, the row of every node (root = ROOT key), and sequences used.
+    ``pending`` tokens (positions ``pos - len(pending)`` ..) precede the root in
+    every sequence, without outputs."""
     leaves = tree.leaves()
+    lead = len(pending)
     if method == "chain":
         path = tree.path(leaves[0]) if leaves else []
-        rows = [(tree.root, pos, (0,), True)]
-        row_of = {ROOT: 0}
+        rows = [(t, pos - lead + j, (0,), False) for j, t in enumerate(pending)]
+        rows.append((tree.root, pos, (0,), True))
+        row_of = {ROOT: lead}
         for i in path:
             row_of[i] = len(rows)
             rows.append((tree.tokens[i], pos + tree.depths[i], (0,), True))
@@ -377,8 +384,9 @@ def _layout(tree: DraftTree, pos: int, method: str, pad_token: int | None):
     for i in range(len(tree)):
         first_seq[i] = below[i][0]
 
-    rows = [(tree.root, pos, tuple(range(n_seqs)), True)]
-    row_of = {ROOT: 0}
+    rows = [(t, pos - lead + j, tuple(range(n_seqs)), False) for j, t in enumerate(pending)]
+    rows.append((tree.root, pos, tuple(range(n_seqs)), True))
+    row_of = {ROOT: lead}
     if method == "shared":
         for i in range(len(tree)):
             row_of[i] = len(rows)
@@ -437,7 +445,8 @@ def _argmax(logits: np.ndarray, path_tokens: list[int]) -> int:
 
 def verify_tree(eng: Engine, pos: int, tree: DraftTree, *,
                 choose: Callable[[np.ndarray, list[int]], int] | None = None, method: str = "auto",
-                pad_token: int | None = None, want_hidden: bool = True) -> TreeResult:
+                pad_token: int | None = None, want_hidden: bool = True, pending=(),
+                keep_accepted: bool = True) -> TreeResult:
     """Verify ``tree`` (root = the token at ``pos``) in one target pass.
 
     Before: the target cache holds positions ``0 .. pos-1`` in sequence 0
@@ -455,6 +464,19 @@ def verify_tree(eng: Engine, pos: int, tree: DraftTree, *,
     ``method``: "auto" (see :func:`choose_method`), "shared", "flat" or
     "chain" (only for a tree with one leaf). ``pad_token`` fills short flat
     branches (default: the leaf's own token; its value does not matter).
+
+    ``pending``: tokens at positions ``pos - len(pending)`` .. ``pos - 1``
+    not yet in the cache (the accepted branch of the previous tree, when it
+    was not kept); they run first, in every sequence, without outputs.
+    ``keep_accepted=False`` (exact mode) keeps only the root in the cache
+    and returns the accepted tokens for the caller to pass as the next
+    ``pending``: a branch other than the first leaves its cells out of
+    position order (holes where the other branches were), and attention
+    kernels sum over cells in cell order, so the next tokens would not be
+    computed as plain decoding computes them; recomputing the accepted
+    tokens right after the root keeps the cache laid out as plain decoding
+    lays it out (the recurrent state after the root stays in sequence 0's
+    own cell in the flat layout).
     """
     choose = _argmax if choose is None else choose
     if pos < 1:
@@ -463,7 +485,7 @@ def verify_tree(eng: Engine, pos: int, tree: DraftTree, *,
         method = choose_method(eng, tree)
     if method == "chain" and not tree.is_chain():
         raise ValueError(f"method 'chain' needs a tree with one leaf, got {tree!r}")
-    rows, row_of, first_seq, n_seqs = _layout(tree, pos, method, pad_token)
+    rows, row_of, first_seq, n_seqs = _layout(tree, pos, method, pad_token, pending)
     _check(eng, method, tree, len(rows), n_seqs)
 
     # every branch sequence starts as a copy of the trunk (metadata only)
@@ -488,12 +510,14 @@ def verify_tree(eng: Engine, pos: int, tree: DraftTree, *,
     hidden = _hidden_rows(eng, [row_of[ROOT]] + [row_of[i] for i in path]) if want_hidden else None
 
     # keep the accepted branch as sequence 0, positions 0 .. pos + n_acc
-    end = pos + n_acc  # last kept position
+    # (or, keep_accepted=False, only up to the root)
+    kept = keep_accepted or method == "chain"      # a chain's cells are in position order already
+    end = pos + n_acc if kept else pos  # last kept position
     if method == "chain":
-        if n_acc < len(rows) - 1 and not _seq(eng, "rm", 0, end + 1, -1):
+        if n_acc < len(rows) - 1 - len(pending) and not _seq(eng, "rm", 0, end + 1, -1):
             raise RuntimeErrorLlama(f"target cache cannot roll back to position {end + 1}")
     else:
-        s = first_seq[node]
+        s = first_seq[node] if kept else 0
         if s != 0:
             _seq(eng, "cp", s, 0, -1, -1)
         _seq(eng, "keep", 0)
@@ -502,7 +526,7 @@ def verify_tree(eng: Engine, pos: int, tree: DraftTree, *,
             raise RuntimeErrorLlama(f"target cache cannot roll back the accepted branch to position {end + 1}")
     return TreeResult(accepted_path=path, tokens=toks, next_token=g,
                       hidden=hidden, method=method, n_rows=len(rows), n_seqs=n_seqs,
-                      rows=[row_of[ROOT]] + [row_of[i] for i in path])
+                      rows=[row_of[ROOT]] + [row_of[i] for i in path], kept=kept)
 
 
 def verify_tree_greedy(eng: Engine, pos: int, tree: DraftTree, *, method: str = "auto",
