@@ -83,6 +83,13 @@ def bench_cmd(target, out, quick, quants, drafters, drafts, head_types, head_typ
     click.echo(headline(res))
     click.echo(f"wrote {cfg.out_dir() / 'results.json'}, results.md and {len(res['plots'])} plots "
                f"({res['seconds']:.0f} s)")
-    bad = [f"{r['drafter']}@{r['draft']} {r['quant']}" for r in res["rows"] if not r.get("lossless", True)]
+    # other projects' drafters (llama.cpp's draft-mtp, built pristine and without our patches, and
+    # llama-cpp-python's prompt lookup) are compared and reported, not held to our exactness
+    foreign = ("upstream", "lcp-ngram")
+    rows = [r for r in res["rows"] if not r.get("lossless", True)]
+    for r in rows:
+        if r["drafter"] in foreign:
+            click.echo(f"note: {r['drafter']}@{r['draft']} {r['quant']} leaves plain greedy output", err=True)
+    bad = [f"{r['drafter']}@{r['draft']} {r['quant']}" for r in rows if r["drafter"] not in foreign]
     if bad:
         raise click.ClickException("output differs from plain decoding: " + ", ".join(bad))

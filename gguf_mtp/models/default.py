@@ -220,8 +220,11 @@ def default_checkpoint(cache: Path | None = None, *, artifact: Path | None = Non
     return ckpt
 
 
-def default_gguf(outtype: str = "f32", cache: Path | None = None, *, artifact: Path | None = None) -> Path:
-    """The default model as one GGUF (trunk + MTP layer) of type ``outtype``.
+def default_gguf(outtype: str = "f32", cache: Path | None = None, *, artifact: Path | None = None,
+                 head_type: str = "q8_0") -> Path:
+    """The default model as one GGUF (trunk + MTP layer) of type ``outtype``:
+    a converter type (f32, f16, bf16, q8_0) or a llama.cpp quant level (q4_0,
+    q4_k_m, ...: quantized from f32 with the MTP head at ``head_type``).
 
     Materialized and converted on first use, cached under
     ``<cache>/<artifact sha256>/`` (default cache:
@@ -229,11 +232,18 @@ def default_gguf(outtype: str = "f32", cache: Path | None = None, *, artifact: P
     stat the file.
     """
     from ..convert.core import OUTTYPES
+    from ..convert.quantize import FTYPES
 
-    if outtype not in OUTTYPES:
-        raise ValueError(f"outtype {outtype!r}: choose one of {', '.join(OUTTYPES)}")
-    out = _cache_root(cache) / artifact_key(artifact) / f"default-{outtype}.gguf"
+    if outtype not in OUTTYPES and outtype not in FTYPES:
+        raise ValueError(f"outtype {outtype!r}: choose one of {', '.join(sorted(set(OUTTYPES) | set(FTYPES)))}")
+    suffix = outtype if outtype in OUTTYPES else f"{outtype}-heads-{head_type}"
+    out = _cache_root(cache) / artifact_key(artifact) / f"default-{suffix}.gguf"
     if out.is_file():
+        return out
+    if outtype not in OUTTYPES:
+        from ..convert.quantize import quantize
+
+        quantize(default_gguf("f32", cache, artifact=artifact), out, outtype, head_type)  # writes atomically
         return out
     from ..convert.core import ConvertOptions, convert
 

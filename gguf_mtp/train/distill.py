@@ -115,7 +115,7 @@ def record_sequence(eng, tokens: list[int], k: int) -> dict[str, np.ndarray]:
     eng.clear()
     for start in range(0, len(tokens), n_batch):
         chunk = tokens[start:start + n_batch]
-        eng.target_decode(chunk, start, [True] * len(chunk), prefill=True)
+        eng.target_decode(chunk, start, [True] * len(chunk))  # exact mode: rows as one-token decoding gives them
         hidden.append(eng.target_hidden(len(chunk)).copy())
         logits = np.stack([eng.target_logits(i) for i in range(len(chunk))])
         v, i = _topk(logits, k)

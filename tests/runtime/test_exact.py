@@ -1,0 +1,112 @@
+"""Exact mode: every verified row is computed as one-token decoding computes it,
+bit for bit, so greedy speculative output is plain decoding's token for token
+on real quantized models (the default model at q4_0 / q4_k_m, SmolLM2-135M Q4_1
+with its shipped heads, Gemma 3 270M Q4_K_M), and seeded sampling replays.
+
+The root causes, each shown here by the default kernels (``exact=False``)
+differing where exact mode does not:
+
+* flash attention: a one-row batch at >= 512 KV cells takes the split-KV path
+  (chunks per thread, reduced), a multi-row batch the one-chunk path;
+* matmul kernels picked by batch size: K-quant tiled / repacked GEMM (>= 4 or 8
+  rows) against GEMV, llamafile's sgemm (>= 2 rows) against vec_dot, AMX tiles
+  against the VNNI one-row kernel;
+* draft trees: an accepted branch other than the first lies in KV cells out of
+  position order, and attention sums over cells in cell order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gguf_mtp.bench.check import heldout_prompts, run_check
+from gguf_mtp.runtime import Engine, RuntimeOptions, SamplingParams, generate
+
+K = 7
+
+
+def _row_diff(path, *, exact: bool, repeat: int = 1, max_len: int = 500, **opts) -> float:
+    """Largest |logit| difference between K+1 tokens decoded one at a time and
+    the same tokens verified in one batch at the same positions."""
+    worst = 0.0
+    with Engine(path, RuntimeOptions(n_threads=2, exact=exact, load_mtp=False, draft_max=16, **opts)) as eng:
+        for p in heldout_prompts(4):
+            toks = eng.tokenize(p * repeat)[:max_len]
+            eng.clear()
+            eng.target_decode(toks, 0, [False] * (len(toks) - 1) + [True], prefill=True)
+            logits = eng.target_logits(len(toks) - 1).copy()
+            seq, rows, pos = [], [], len(toks)
+            for i in range(K + 1):
+                t = int(np.argmax(logits))
+                seq.append(t)
+                eng.target_decode([t], pos + i, [True])
+                logits = eng.target_logits(0).copy()
+                rows.append(logits)
+            eng.clear()
+            eng.target_decode(toks, 0, [False] * (len(toks) - 1) + [True], prefill=True)
+            eng.target_decode(seq, pos, [True] * (K + 1))
+            for i in range(K + 1):
+                worst = max(worst, float(np.abs(eng.target_logits(i) - rows[i]).max()))
+    return worst
+
+
+def test_long_context_rows_are_bit_identical_only_in_exact_mode(default_gguf):
+    # ~400-token contexts: a one-row decode there sees 512 KV cells and splits them over threads
+    path = default_gguf("q4_0")
+    assert _row_diff(path, exact=True, repeat=12, max_len=400) == 0.0
+    assert _row_diff(path, exact=False, repeat=12, max_len=400) > 0.0
+
+
+def test_k_quant_rows_without_amx_are_bit_identical_only_in_exact_mode(gemma3_gguf):
+    # no extra buffer types: Q4_K / Q6_K weights take ggml's own batch-size-dependent kernels
+    assert _row_diff(gemma3_gguf, exact=True, extra_bufts=False) == 0.0
+    assert _row_diff(gemma3_gguf, exact=False, extra_bufts=False) > 0.0
+
+
+def _assert_exact(rep):
+    bad = [(r.drafter, r.draft, r.error or [(d.prompt, d.token, round(d.margin, 4)) for d in r.divergences])
+           for r in rep.rows if not r.ok]
+    assert not bad, f"{rep.path}: divergences {bad}"
+
+
+CI_SLICE = dict(n_tokens=128, drafts=(1, 3, 8), upstream=False, threads=2)
+
+
+@pytest.mark.parametrize("quant", ["q4_0", "q4_k_m"])
+def test_check_default_model_every_drafter(default_gguf, quant):
+    path = default_gguf(quant)
+    rep = run_check(path, heldout_prompts(4), drafters=("mtp", "eagle", "ngram", "ngram-tree"), **CI_SLICE)
+    assert {r.drafter for r in rep.rows} == {"mtp", "eagle", "ngram", "ngram-tree"}
+    _assert_exact(rep)
+    # the accept path runs: the MTP chain accepts a real share at K = 1
+    assert next(r for r in rep.rows if (r.drafter, r.draft) == ("mtp", 1)).tau > 1.4
+
+
+def test_check_smollm2_with_its_heads(smollm2_gguf, tmp_path):
+    from pathlib import Path
+
+    from gguf_mtp.convert.graft import graft
+
+    heads = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "smollm2_135m_mtp_heads_q8_0.gguf"
+    path = graft(smollm2_gguf, heads, tmp_path / "smollm2-mtp.gguf", progress=False).path
+    rep = run_check(path, heldout_prompts(4), drafters=("mtp", "eagle", "ngram", "ngram-tree"), **CI_SLICE)
+    assert len({r.drafter for r in rep.rows}) == 4
+    _assert_exact(rep)
+
+
+def test_check_gemma3(gemma3_gguf):
+    rep = run_check(gemma3_gguf, heldout_prompts(4), drafters=("ngram", "ngram-tree"), **CI_SLICE)
+    _assert_exact(rep)
+
+
+def test_seeded_sampling_replays_plain_sampling_at_q4_0(default_gguf):
+    # deterministic drafts (n-gram chains and trees) take the match rule: one draw per emitted token
+    with Engine(default_gguf("q4_0"), RuntimeOptions(n_threads=2, n_seq_max=6, kv_unified=True)) as eng:
+        for prompt in heldout_prompts(3):
+            for seed in (1, 2):
+                params = SamplingParams(temperature=0.8, top_k=40, top_p=0.95, seed=seed)
+                plain = generate(eng, prompt, 48, drafter="none", params=params).tokens
+                for drafter in ("ngram", "ngram-tree"):
+                    spec = generate(eng, prompt, 48, drafter=drafter, draft=4, params=params)
+                    assert spec.tokens == plain, (drafter, prompt, seed)
