@@ -19,8 +19,8 @@ def print_stats(st) -> None:
         acc = " ".join(f"{a:.2f}" for a in d["acceptance_per_position"])
         click.echo(f"acceptance per draft position: {acc}   (overall {d['acceptance_rate']:.2f})", err=True)
     click.echo(f"time: prompt {d['prompt_s']*1e3:.0f} ms, decode {d['decode_s']*1e3:.0f} ms "
-               f"(target {d['target_s']*1e3:.0f}, draft {d['draft_s']*1e3:.0f}, other {d['other_s']*1e3:.0f})",
-               err=True)
+               f"(target {d['target_s']*1e3:.0f}, draft {d['draft_s']*1e3:.0f}, other {d['other_s']*1e3:.0f}); "
+               f"host overhead {100 * d['overhead_share']:.1f}% of decode (outside llama.cpp's compute)", err=True)
 
 
 class _DraftLength(click.ParamType):

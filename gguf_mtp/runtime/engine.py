@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,10 @@ class RuntimeOptions:
     #: kernels (patch 0010), so each verified row equals one-token decoding bit
     #: for bit; prefill and one-token passes run the normal kernels
     exact: bool = True
+    #: batch invariance level for exact mode: 1 keeps the multi-row kernels that
+    #: compute each row as the one-row kernel does, 2 takes the one-row kernel
+    #: everywhere; None: what the runtime's smoke test verified on this CPU
+    exact_level: int | None = None
     verbose: bool = False
 
 
@@ -149,7 +154,16 @@ class Engine:
             raise RuntimeErrorLlama(f"{self.path}: could not create the target context")
         self.mem = L.llama_get_memory(self.ctx)
         self.batch = _Batch(L, self.ctx)
-        self._invariant = False
+        self._invariant = 0
+        #: seconds spent inside llama.cpp's decode (target and MTP contexts): the
+        #: rest of a generation's time is the host-side loop's overhead
+        self.compute_s = 0.0
+        if opts.exact_level is None:
+            from .smoke import exact_level
+
+            self.exact_level = exact_level()
+        else:
+            self.exact_level = int(opts.exact_level)
 
         self.mtp_ctx = None
         self.mtp_batch = None
@@ -232,7 +246,9 @@ class Engine:
     def _run(self, ctx, batch: _Batch, what: str) -> None:
         if not batch.ptr:
             raise RuntimeErrorLlama("engine is closed")
+        t0 = time.perf_counter()
         rc = self.L.llama_process(ctx, self.L.LLAMA_PROCESS_TYPE_DECODE, batch.ptr)
+        self.compute_s += time.perf_counter() - t0
         if rc != 0:
             raise RuntimeErrorLlama(f"{what} decode failed (rc={rc})")
 
@@ -260,9 +276,10 @@ class Engine:
 
     def _set_invariant(self, on: bool) -> None:
         """Batch-invariant kernels for the next target passes (patch 0010)."""
-        if on != self._invariant:
-            self.P.llama_set_batch_invariant(self.ctx, on)
-            self._invariant = on
+        level = self.exact_level if on else 0
+        if level != self._invariant:
+            self.P.llama_set_batch_invariant(self.ctx, level)
+            self._invariant = level
 
     def target_decode(self, tokens, pos0: int, outputs, *, prefill: bool = False) -> None:
         """Run the target over ``tokens`` at positions ``pos0...`` (one batch).

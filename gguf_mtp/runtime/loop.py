@@ -52,6 +52,7 @@ class GenerationStats:
     decode_s: float = 0.0        # everything after the first generated token
     target_s: float = 0.0        # target passes after prefill
     draft_s: float = 0.0         # drafter calls
+    compute_s: float = 0.0       # inside llama.cpp's decode calls (target + MTP) after prefill
     target_passes: int = 0       # target passes after prefill
     tree_nodes: int = 0          # draft-tree nodes verified (tree drafters)
     accepted: list[int] = field(default_factory=list)   # per pass: accepted draft tokens
@@ -62,6 +63,16 @@ class GenerationStats:
         """Decode speed: tokens after the first one, per second of decoding."""
         n = self.n_generated - 1
         return n / self.decode_s if self.decode_s > 0 and n > 0 else 0.0
+
+    @property
+    def overhead_s(self) -> float:
+        """Decode time outside llama.cpp's compute: Python, ctypes, batch filling,
+        logit reads, the drafters' host-side work."""
+        return max(0.0, self.decode_s - self.compute_s)
+
+    @property
+    def overhead_share(self) -> float:
+        return self.overhead_s / self.decode_s if self.decode_s > 0 else 0.0
 
     @property
     def tau(self) -> float:
@@ -85,6 +96,9 @@ class GenerationStats:
             "target_passes": self.target_passes, "prompt_s": self.prompt_s, "decode_s": self.decode_s,
             "target_s": self.target_s, "draft_s": self.draft_s,
             "other_s": max(0.0, self.decode_s - self.target_s - self.draft_s),
+            "compute_s": self.compute_s,
+            "overhead_s": self.overhead_s,
+            "overhead_share": self.overhead_share,
             "mean_draft": (sum(self.drafted) / len(self.drafted)) if self.drafted else 0.0,
         }
 
@@ -152,6 +166,7 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
     dr.begin(eng, prompt, hidden)
     st.draft_s += time.perf_counter() - d0
     t1 = time.perf_counter()
+    c1 = eng.compute_s
     st.prompt_s = t1 - t0
     st.n_generated = 1
     yield [tok]
@@ -208,11 +223,13 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
             tok = nxt
             st.n_generated += len(out)
             st.decode_s = time.perf_counter() - t1
+            st.compute_s = eng.compute_s - c1
             yield out
             if len(out) < len(new):
                 break
     finally:
         st.decode_s = time.perf_counter() - t1
+        st.compute_s = eng.compute_s - c1
 
 
 def _verify_chain(eng: Engine, sampler: Sampler, params: SamplingParams, history: list[int], tok: int,

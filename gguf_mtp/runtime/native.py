@@ -25,7 +25,7 @@ PATCH_SYMBOLS = {
     "llama_medusa_n_cols": ([_c_model], ctypes.c_int32),
     "llama_medusa_set_enabled": ([_c_ctx, ctypes.c_bool], None),
     "llama_medusa_get_logits_ith": ([_c_ctx, ctypes.c_int32], ctypes.POINTER(ctypes.c_float)),
-    "llama_set_batch_invariant": ([_c_ctx, ctypes.c_bool], None),
+    "llama_set_batch_invariant": ([_c_ctx, ctypes.c_int32], None),
 }
 
 

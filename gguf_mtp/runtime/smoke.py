@@ -4,7 +4,7 @@ A runtime compiled for one CPU can die on another (an instruction the CPU
 lacks), and a kernel can fault or compute garbage on a CPU that has the
 instructions (the AMX case in :mod:`gguf_mtp.runtime.cpu`). A fault kills the
 whole interpreter, so the test runs in a child: it writes a tiny GGUF (a
-2-layer llama with Q4_0/Q8_0 weights, shaped so that ggml's AMX and repacked
+2-layer llama with Q4_0/Q5_0/Q8_0 weights, shaped so that ggml's AMX and repacked
 kernels take it), prefills a few tokens (the multi-row kernels) and decodes
 greedily one token at a time (the one-row kernels), once with llama.cpp's
 extra weight buffer types (AMX, CPU repacking) and once without, and checks
@@ -43,7 +43,7 @@ from .. import upstream
 from . import cpu
 
 #: bump when the smoke model or the checks change (re-verifies every machine)
-SMOKE_VERSION = 1
+SMOKE_VERSION = 3
 
 #: shapes: 256-wide rows (AMX: K a multiple of 256 for its Q4_0 kernels;
 #: repack: rows a multiple of 8), a vocabulary of 512 byte-level tokens
@@ -88,8 +88,10 @@ def _byte_tokens() -> list[str]:
     return [chr(table[b]) for b in range(256)]
 
 
-def write_smoke_gguf(path: Path) -> Path:
-    """A deterministic 2-layer llama (random weights, fixed seed) in the bundled gguf-py."""
+def write_smoke_gguf(path: Path, float_weights: bool = False) -> Path:
+    """A deterministic 2-layer llama (random weights, fixed seed) in the bundled
+    gguf-py: Q4_0 matrices and a Q8_0 embedding, or all F32 (``float_weights``,
+    for llama.cpp's quantizer to turn into a K-quant mix)."""
     import gguf
 
     rng = np.random.default_rng(1234)
@@ -106,7 +108,7 @@ def write_smoke_gguf(path: Path) -> Path:
     w.add_rope_dimension_count(N_EMBD // N_HEAD)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_vocab_size(N_VOCAB)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32 if float_weights else gguf.LlamaFileType.MOSTLY_Q4_0)
     toks = _byte_tokens() + [f"<extra_{i}>" for i in range(N_VOCAB - 256)]
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("default")
@@ -118,14 +120,19 @@ def write_smoke_gguf(path: Path) -> Path:
 
     def mat(name, rows, cols, qtype, scale):
         a = (rng.standard_normal((rows, cols)) * scale).astype(np.float32)
-        w.add_tensor(name, gguf.quants.quantize(a, qtype), raw_dtype=qtype)
+        if float_weights:
+            w.add_tensor(name, a)
+        else:
+            w.add_tensor(name, gguf.quants.quantize(a, qtype), raw_dtype=qtype)
 
     def vec(name, n):
         w.add_tensor(name, (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32))
 
-    Q4, Q8 = gguf.GGMLQuantizationType.Q4_0, gguf.GGMLQuantizationType.Q8_0
+    Q4, Q8 = gguf.GGMLQuantizationType.Q4_0, gguf.GGMLQuantizationType.Q8_0  # noqa: F841 (Q4 per layer below)
     mat("token_embd.weight", N_VOCAB, N_EMBD, Q8, 1.0)
+    Q5 = gguf.GGMLQuantizationType.Q5_0
     for i in range(N_LAYER):
+        Q4 = (gguf.GGMLQuantizationType.Q4_0, Q5)[i % 2]   # layer 1 in Q5_0: its multi-row kernel is checked too
         vec(f"blk.{i}.attn_norm.weight", N_EMBD)
         for t in ("attn_q", "attn_k", "attn_v", "attn_output"):
             mat(f"blk.{i}.{t}.weight", N_EMBD, N_EMBD, Q4, N_EMBD ** -0.5)
@@ -143,12 +150,12 @@ def write_smoke_gguf(path: Path) -> Path:
     return path
 
 
-def smoke_gguf() -> Path:
+def smoke_gguf(float_weights: bool = False) -> Path:
     """The smoke model, written once into the cache."""
-    path = upstream.cache_dir() / "smoke" / f"smoke-v{SMOKE_VERSION}.gguf"
+    path = upstream.cache_dir() / "smoke" / f"smoke-v{SMOKE_VERSION}{'-f32' if float_weights else ''}.gguf"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_smoke_gguf(path)
+        write_smoke_gguf(path, float_weights)
     return path
 
 
@@ -192,6 +199,97 @@ def _child(model: str, extra_bufts: bool) -> dict:
     L.llama_free(ctx)
     L.llama_model_free(model_p)
     return {"tokens": tokens, "logits": logits_rows}
+
+
+def _invariance_child(models: list[str]) -> dict:
+    """For each model: are the rows of an 8-row batch bit-identical to one-row
+    decoding, at batch-invariance level 1 (patch 0010)?"""
+    import ctypes
+
+    import llama_cpp.llama_cpp as L
+
+    L.llama_backend_init()
+    setter = L._lib.llama_set_batch_invariant
+    setter.argtypes = [ctypes.c_void_p, ctypes.c_int32]
+    setter.restype = None
+    out = {}
+    for model in models:
+        mp = L.llama_model_default_params()
+        model_p = L.llama_model_load_from_file(model.encode(), mp)
+        cp = L.llama_context_default_params()
+        cp.n_ctx = N_CTX
+        cp.n_batch = cp.n_ubatch = 64
+        cp.n_threads = cp.n_threads_batch = 2
+        ctx = L.llama_init_from_model(model_p, cp)
+        n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model_p))
+        mem = L.llama_get_memory(ctx)
+
+        def decode(tokens, pos0):
+            b = L.llama_batch_init(len(tokens), 0, 1)
+            for i, t in enumerate(tokens):
+                b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = t, pos0 + i, 1, True
+                b.seq_id[i][0] = 0
+            b.n_tokens = len(tokens)
+            rc = L.llama_decode(ctx, b)
+            L.llama_batch_free(b)
+            if rc != 0:
+                raise SystemExit(f"decode failed ({rc})")
+
+        def rows(n):
+            return [np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, i), shape=(n_vocab,)).copy() for i in range(n)]
+
+        decode(PROMPT, 0)
+        tok = int(np.argmax(rows(len(PROMPT))[-1]))
+        seq, one = [], []
+        for i in range(N_DECODE):
+            seq.append(tok)
+            decode([tok], len(PROMPT) + i)
+            r = rows(1)[0]
+            one.append(r)
+            tok = int(np.argmax(r))
+        L.llama_memory_clear(mem, True)
+        decode(PROMPT, 0)
+        setter(ctx, 1)
+        decode(seq, len(PROMPT))
+        batched = rows(N_DECODE)
+        out[Path(model).name] = float(max(np.abs(a - b).max() for a, b in zip(batched, one)))
+        L.llama_free(ctx)
+        L.llama_model_free(model_p)
+    return out
+
+
+def _kquant_smoke() -> Path:
+    """The smoke model quantized to Q4_K_M by llama.cpp (Q4_K and Q6_K weights)."""
+    path = upstream.cache_dir() / "smoke" / f"smoke-v{SMOKE_VERSION}-q4_k_m.gguf"
+    if not path.is_file():
+        import subprocess as sp
+
+        code = ("import sys, llama_cpp.llama_cpp as L\n"
+                "L.llama_backend_init(); p = L.llama_model_quantize_default_params(); p.ftype = 15\n"
+                "sys.exit(L.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), p))\n")
+        tmp = path.with_name(path.name + ".partial")
+        proc = sp.run([sys.executable, "-c", code, str(smoke_gguf(float_weights=True)), str(tmp)],
+                      capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"quantizing the smoke model failed: {proc.stderr[-500:]}")
+        os.replace(tmp, path)
+    return path
+
+
+def exact_invariance(timeout: float = 300.0) -> dict:
+    """Level-1 batch invariance on this CPU (Q4_0/Q8_0 and Q4_K/Q6_K weights):
+    {"level": 1 or 2, "max_diff": {...}}; level 2 (one-row kernels everywhere)
+    whenever a kept multi-row kernel differs here, or the check cannot run."""
+    try:
+        models = [str(smoke_gguf()), str(_kquant_smoke())]
+        proc = subprocess.run([sys.executable, "-m", "gguf_mtp.runtime.smoke", "--invariance", *models],
+                              capture_output=True, text=True, timeout=timeout, errors="replace")
+        diffs = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
+    except (OSError, ValueError, IndexError, RuntimeError, subprocess.TimeoutExpired):
+        diffs = None
+    if diffs is None:
+        return {"level": 2, "max_diff": None, "detail": "the level-1 check did not run"}
+    return {"level": 1 if all(d == 0.0 for d in diffs.values()) else 2, "max_diff": diffs}
 
 
 def _run_child(model: Path, extra_bufts: bool, timeout: float) -> tuple[int, dict | None, str]:
@@ -257,8 +355,10 @@ def run(timeout: float = 300.0) -> SmokeResult:
             return SmokeResult(False, "fault in extra buffer types",
                                f"logits with extra buffer types ({', '.join(buffers)}) differ from the plain CPU "
                                f"kernels by {err:.3f} of their range", None, buffers, runs)
+        runs["exact"] = exact_invariance(timeout)
         return SmokeResult(True, "ok", f"{', '.join(buffers)} kernels agree with the plain CPU kernels "
-                                       f"(relative error {err:.1e})", None, buffers, runs)
+                                       f"(relative error {err:.1e}); exact mode level {runs['exact']['level']}",
+                           None, buffers, runs)
     rc2, _, log2 = _run_child(model, False, timeout)
     if rc2 == 0:
         return SmokeResult(False, "fault in extra buffer types",
@@ -280,6 +380,20 @@ def record(key: str, result: SmokeResult) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(json.dumps({"key": key, "cpu": cpu.describe(), "result": result.as_dict()}, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def exact_level(key: str | None = None) -> int:
+    """The batch-invariance level exact mode uses here: 1 where the smoke test
+    found level 1 bit-exact on this CPU, else 2 (the one-row kernels everywhere)."""
+    try:
+        key = key or upstream.installed_runtime().build.get("key", "")
+    except upstream.RuntimeMissing:
+        return 2
+    v = verified(key)
+    try:
+        return int(v["result"]["runs"]["exact"]["level"]) if v else 2
+    except (KeyError, TypeError, ValueError):
+        return 2
 
 
 def verified(key: str) -> dict | None:
@@ -318,6 +432,9 @@ def ensure_usable() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--invariance"]:
+        print(json.dumps(_invariance_child(argv[1:])))
+        return 0
     if argv[:1] == ["--child"]:
         out = _child(argv[1], argv[2] == "--extra-bufts")
         print(json.dumps(out))
