@@ -40,14 +40,15 @@ class _DraftLength(click.ParamType):
 @click.option("-p", "--prompt", required=True, help="Prompt text.")
 @click.option("-n", "--n-predict", "n_predict", type=int, default=64, show_default=True,
               help="Tokens to generate.")
-@click.option("--drafter", type=click.Choice(list(DRAFTERS)), default="mtp", show_default=True,
+@click.option("--drafter", type=click.Choice(list(DRAFTERS)), default="auto", show_default=True,
               help="; ".join(f"{name}: {cls.summary}" for name, cls in DRAFTERS.items()) + ".")
 @click.option("--tree", default="default", show_default=True,
               help="Medusa tree: 'default' (8 nodes, 4 branches, depth 3), 'chain' (top candidate of each "
                    "head), or index paths like '0;1;0,0;0,1' ([0, 1] = head 0's top candidate, then head "
                    "1's second). Depth is cut at --draft.")
-@click.option("--draft", type=_DraftLength(), default="3", show_default=True,
-              help="Draft length K, or 'auto' to pick the K (0 included) that pays on this machine.")
+@click.option("--draft", type=_DraftLength(), default="auto", show_default=True,
+              help="Draft length K, or 'auto' to pick the K (0 included) that pays on this machine "
+                   "(with --drafter auto an integer caps it).")
 @click.option("--temp", type=float, default=0.0, show_default=True,
               help="Temperature; 0 = greedy. Sampling stays exact: sampled MTP drafts pass the rejection "
                    "rule, deterministic drafts and trees the match rule.")
@@ -59,10 +60,13 @@ class _DraftLength(click.ParamType):
 @click.option("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores).")
 @click.option("-ngl", "--n-gpu-layers", type=int, default=None,
               help="Layers to offload to a GPU (default: $GGUF_MTP_N_GPU_LAYERS or 0).")
+@click.option("--exact/--no-exact", default=True, show_default=True,
+              help="Exact mode: greedy output is plain decoding's token for token (docs/exactness.md); "
+                   "--no-exact verifies with llama.cpp's multi-row kernels.")
 @click.option("--json", "as_json", is_flag=True, help="Print text and statistics as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's log.")
 def generate(file, prompt, n_predict, drafter, tree, draft, temp, top_k, top_p, min_p, repeat_penalty, seed,
-             threads, n_gpu_layers, as_json, verbose):
+             threads, n_gpu_layers, exact, as_json, verbose):
     """Generate from FILE and print the text and the statistics (tokens/s,
     tau = tokens per target pass, acceptance per draft position, time split).
 
@@ -82,7 +86,7 @@ def generate(file, prompt, n_predict, drafter, tree, draft, temp, top_k, top_p, 
         dr = make_drafter(drafter, tree=tree)
         params = SamplingParams(temperature=temp, top_k=top_k, top_p=top_p, min_p=min_p,
                                 repeat_penalty=repeat_penalty, seed=seed)
-        opts = RuntimeOptions(n_threads=threads, verbose=verbose,
+        opts = RuntimeOptions(n_threads=threads, verbose=verbose, exact=exact,
                               draft_max=max(8, draft if isinstance(draft, int) else 0))
         if n_gpu_layers is not None:
             opts.n_gpu_layers = n_gpu_layers

@@ -221,7 +221,7 @@ def default_checkpoint(cache: Path | None = None, *, artifact: Path | None = Non
 
 
 def default_gguf(outtype: str = "f32", cache: Path | None = None, *, artifact: Path | None = None,
-                 head_type: str = "q8_0") -> Path:
+                 head_type: str = "q8_0", draft_vocab: bool = False) -> Path:
     """The default model as one GGUF (trunk + MTP layer) of type ``outtype``:
     a converter type (f32, f16, bf16, q8_0) or a llama.cpp quant level (q4_0,
     q4_k_m, ...: quantized from f32 with the MTP head at ``head_type``).
@@ -230,9 +230,31 @@ def default_gguf(outtype: str = "f32", cache: Path | None = None, *, artifact: P
     ``<cache>/<artifact sha256>/`` (default cache:
     ``gguf_mtp.upstream.cache_dir() / "default-model"``); later calls only
     stat the file.
+
+    ``draft_vocab``: the MTP head drafts over the model's used vocabulary (the
+    8,191 token ids that have embedding rows; every other token's logit is 0 in
+    the trunk and the head alike), an 18x smaller LM head for the draft step.
     """
     from ..convert.core import OUTTYPES
     from ..convert.quantize import FTYPES
+
+    if draft_vocab:
+        out = default_gguf(outtype, cache, artifact=artifact, head_type=head_type).with_suffix(".draft-vocab.gguf")
+        if not out.is_file():
+            from ..train.vocab import compress_vocab
+
+            art = load_artifact(artifact)
+            ids = np.asarray(art.used_ids, dtype=np.int64)
+            counts = np.zeros(int(ids.max()) + 1, dtype=np.float64)
+            counts[ids] = np.arange(len(ids), 0, -1)      # every used id in; ties broken by the stored order
+            full = default_gguf(outtype, cache, artifact=artifact, head_type=head_type)
+            from ..gguf.inspect import read_header
+
+            n_vocab = read_header(full).kv["tokenizer.ggml.tokens"]
+            c = np.zeros(int(n_vocab), dtype=np.float64)
+            c[: len(counts)] = counts
+            compress_vocab(full, None, out, len(ids), counts=c, progress=False)
+        return out
 
     if outtype not in OUTTYPES and outtype not in FTYPES:
         raise ValueError(f"outtype {outtype!r}: choose one of {', '.join(sorted(set(OUTTYPES) | set(FTYPES)))}")

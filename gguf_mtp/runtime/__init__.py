@@ -38,7 +38,7 @@ class Generation:
 
 
 def generate(eng: Engine, prompt: str | list[int], max_tokens: int = 64, *,
-             drafter: str | Drafter = "mtp", draft: int | str = 3, params: SamplingParams | None = None,
+             drafter: str | Drafter = "auto", draft: int | str = "auto", params: SamplingParams | None = None,
              add_special: bool = True) -> Generation:
     """Generate from a text (or token) prompt with the chosen drafter
     (greedy unless ``params`` sets a temperature)."""

@@ -26,10 +26,10 @@ from .sampling import SamplingParams
 
 class SpeculativeLlama:
     def __init__(self, model_path: str, *, n_ctx: int = 4096, n_batch: int = 512, n_threads: int | None = None,
-                 n_gpu_layers: int | None = None, seed: int | None = None, drafter: str = "mtp",
-                 draft: int | str = "auto", draft_max: int = 8, verbose: bool = False):
+                 n_gpu_layers: int | None = None, seed: int | None = None, drafter: str = "auto",
+                 draft: int | str = "auto", draft_max: int = 8, exact: bool = True, verbose: bool = False):
         opts = RuntimeOptions(n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, draft_max=draft_max,
-                              verbose=verbose)
+                              exact=exact, verbose=verbose)
         if n_gpu_layers is not None:
             opts.n_gpu_layers = n_gpu_layers
         self.engine = Engine(model_path, make_drafter(drafter).configure(opts))

@@ -140,8 +140,22 @@ class AutoDraft:
         self.since_draft = 0
         self.history: list[int] = []
 
+        self._costs = np.array([cost.pass_cost(k) for k in range(1, k_max + 1)])
+
     def alphas(self) -> np.ndarray:
         return self.kept / self.tried
+
+    def scores(self) -> np.ndarray:
+        """Predicted speed over plain decoding at K = 1 .. k_max (one numpy chain)."""
+        return (1.0 + np.cumsum(np.cumprod(self.kept / self.tried))) / self._costs
+
+    def best(self, k_cap: int) -> tuple[float, int]:
+        """(score, K) of the best K in 1 .. k_cap (K = 0 scores 1)."""
+        if k_cap <= 0:
+            return 1.0, 0
+        sc = self.scores()[:k_cap]
+        i = int(sc.argmax())
+        return float(sc[i]), i + 1
 
     def expected_tokens(self, k: int) -> float:
         return 1.0 + float(np.cumprod(self.alphas()[:k]).sum()) if k else 1.0
@@ -150,9 +164,9 @@ class AutoDraft:
         return self.expected_tokens(k) / self.cost.pass_cost(k) if k else 1.0
 
     def choose(self) -> int:
-        best = max(range(self.k_max + 1), key=self.score)
-        if best == 0 and self.since_draft >= self.probe_every:
-            best = 1
+        score, best = self.best(self.k_max)
+        if score <= 1.0:
+            best = 1 if self.since_draft >= self.probe_every else 0
         self.history.append(best)
         return best
 

@@ -127,6 +127,15 @@ def _choose(sampler: Sampler, logits: np.ndarray, history: list[int]) -> int:
     return sampler.next_token(logits, history)
 
 
+def _choose_row(eng: Engine, sampler: Sampler, row: int, history: list[int]) -> int:
+    """:func:`_choose` on the target's logits of batch row ``row``; greedy
+    decoding takes the argmax in C without reading the logits into Python."""
+    p = sampler.params
+    if p.greedy and p.repeat_penalty == 1.0:
+        return eng.target_argmax(row)
+    return sampler.next_token(eng.target_logits(row), history)
+
+
 def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Drafter = "mtp",
            draft: int | str = 3, params: SamplingParams | None = None,
            stats: GenerationStats | None = None) -> Iterator[list[int]]:
@@ -142,17 +151,21 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
                          f"Engine with drafter.configure(RuntimeOptions(...)) (n_seq_max > {dr.max_branches}, "
                          "kv_unified=True)")
     auto = None
-    if draft == "auto":
+    if dr.chooses_length:
+        # the drafter prices every length itself; an integer draft caps it
+        draft_cap = eng.opts.draft_max if draft == "auto" else int(draft)
+    elif draft == "auto":
         k_max = eng.opts.draft_max if dr.name != "none" else 0
         if k_max:
             cm = cost_model(eng, n_max=k_max + 1)
             auto = AutoDraft(cm.for_drafter(dr.step_cost(cm.draft), dr.max_branches), k_max)
     elif not isinstance(draft, int) or draft < 0 or draft > eng.opts.draft_max:
         raise ValueError(f"draft must be 'auto' or in 0..{eng.opts.draft_max}, got {draft!r}")
-    k_fixed = 0 if dr.name == "none" or auto else int(draft)
+    k_fixed = 0 if dr.name == "none" or auto else (draft_cap if dr.chooses_length else int(draft))
     st = stats if stats is not None else GenerationStats(dr.name, draft)
     st.n_prompt = len(prompt)
 
+    dr.prepare(eng)
     eng.clear()
     if eng.n_medusa:
         eng.medusa_enable(dr.needs_medusa)       # the heads cost a projection per output row: only when used
@@ -160,8 +173,9 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
         raise ValueError(f"{eng.path} has no Medusa heads: convert with --heads medusa")
     t0 = time.perf_counter()
     logits, hidden = _prefill(eng, prompt, dr.needs_hidden)
-    history = list(prompt)
-    tok = _choose(sampler, logits, history)
+    tok = _choose(sampler, logits, prompt)
+    #: every token so far, the newest (``tok``, not yet in the target cache) last
+    context = list(prompt) + [tok]
     d0 = time.perf_counter()
     dr.begin(eng, prompt, hidden)
     st.draft_s += time.perf_counter() - d0
@@ -175,54 +189,67 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
     #: accepted branch and recomputes it in the next pass; see tree.verify_tree)
     pending: list[int] = []
     try:
+        clock = time.perf_counter
+        stateless = type(dr) is Drafter          # plain decoding: no propose / accept to call
+        empty = Proposal()
         while st.n_generated < max_tokens and not eng.is_eog(tok):
             k = auto.choose() if auto else k_fixed
             k = min(k, max_tokens - st.n_generated - 1)
-            a = time.perf_counter()
-            ctx = history + [tok]
-            proposal = dr.propose(eng, ctx, tok, pos, k, params, sampler.rng) if k > 0 else Proposal()
-            st.draft_s += time.perf_counter() - a
+            ctx = context
+            if k > 0:
+                a = clock()
+                proposal = dr.propose(eng, ctx, tok, pos, k, params, sampler.rng)
+                st.draft_s += clock() - a
+            else:
+                proposal = empty if stateless else Proposal()
             drafts = proposal.tokens
 
-            b = time.perf_counter()
+            b = clock()
             tree = proposal.tree
             if tree is not None:
                 # one target choice per visited node, in emission order (see tree.py: lossless)
+                greedy = params.greedy and params.repeat_penalty == 1.0
                 res = verify_tree(eng, pos, tree, want_hidden=dr.needs_hidden, pending=pending,
                                   keep_accepted=not eng.opts.exact,
-                                  choose=lambda logits, path, ctx=ctx: _choose(sampler, logits, ctx + path))
+                                  choose=None if greedy else
+                                  (lambda logits, path, ctx=ctx: _choose(sampler, logits, ctx + path)))
                 proposal.tokens = drafts = res.tokens        # the accepted branch
                 pending = [] if res.kept else list(res.tokens)
                 n_acc, nxt, hidden, n_drafted = len(drafts), res.next_token, res.hidden, tree.depth
                 proposal.rows = res.rows
                 st.tree_nodes += len(tree)
             else:
-                n_acc, nxt, hidden = _verify_chain(eng, sampler, params, history, tok, pos, proposal, dr, pending)
+                n_acc, nxt, hidden = _verify_chain(eng, sampler, params, context, tok, pos, proposal, dr, pending)
                 n_drafted = len(drafts)
                 proposal.rows = list(range(len(pending), len(pending) + n_acc + 1))
                 pending = []
-            st.target_s += time.perf_counter() - b
+            st.target_s += clock() - b
             st.target_passes += 1
             st.drafted.append(n_drafted)
             st.accepted.append(n_acc)
             if auto:
                 auto.update(st.drafted[-1], n_acc)
 
-            d0 = time.perf_counter()
-            dr.accept(eng, tok, pos, proposal, n_acc, hidden)
-            st.draft_s += time.perf_counter() - d0
+            if not stateless:
+                d0 = clock()
+                dr.accept(eng, tok, pos, proposal, n_acc, hidden)
+                st.draft_s += clock() - d0
 
-            new = drafts[:n_acc] + [nxt]
-            out = []
-            for t in new:
-                out.append(t)
-                if eng.is_eog(t) or st.n_generated + len(out) >= max_tokens:
-                    break
-            history += [tok] + drafts[:n_acc]
+            if n_acc:
+                new = drafts[:n_acc] + [nxt]
+                out = []
+                for t in new:
+                    out.append(t)
+                    if eng.is_eog(t) or st.n_generated + len(out) >= max_tokens:
+                        break
+                context += drafts[:n_acc]
+            else:
+                new = out = [nxt]
+            context.append(nxt)
             pos += n_acc + 1
             tok = nxt
             st.n_generated += len(out)
-            st.decode_s = time.perf_counter() - t1
+            st.decode_s = clock() - t1
             st.compute_s = eng.compute_s - c1
             yield out
             if len(out) < len(new):
@@ -232,7 +259,10 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
         st.compute_s = eng.compute_s - c1
 
 
-def _verify_chain(eng: Engine, sampler: Sampler, params: SamplingParams, history: list[int], tok: int,
+_ALL_OUT = [[True] * n for n in range(33)]
+
+
+def _verify_chain(eng: Engine, sampler: Sampler, params: SamplingParams, context: list[int], tok: int,
                   pos: int, proposal, dr: Drafter, pending=()):
     """One target pass over [tok, d_1..d_K] (after the ``pending`` tokens of
     an exact-mode tree, which need no logits); returns (n_accepted, next token,
@@ -240,14 +270,17 @@ def _verify_chain(eng: Engine, sampler: Sampler, params: SamplingParams, history
     drafts = proposal.tokens
     verify = [tok] + drafts
     lead = len(pending)
-    eng.target_decode(list(pending) + verify, pos - lead, [False] * lead + [True] * len(verify))
-    ctx = history + [tok]
+    if lead:
+        eng.target_decode(list(pending) + verify, pos - lead, [False] * lead + [True] * len(verify))
+    else:
+        eng.target_decode(verify, pos, _ALL_OUT[len(verify)] if len(verify) < len(_ALL_OUT) else [True] * len(verify))
+    ctx = context
     if params.greedy or proposal.q is None:
         # match rule (deterministic drafts): the target's own choice at each
         # position until the first mismatch; one sampler draw per emitted token
         n_acc = 0
         while True:
-            nxt = _choose(sampler, eng.target_logits(lead + n_acc), ctx + drafts[:n_acc])
+            nxt = _choose_row(eng, sampler, lead + n_acc, ctx + drafts[:n_acc])
             if n_acc == len(drafts) or nxt != drafts[n_acc]:
                 break
             n_acc += 1

@@ -26,6 +26,10 @@ PATCH_SYMBOLS = {
     "llama_medusa_set_enabled": ([_c_ctx, ctypes.c_bool], None),
     "llama_medusa_get_logits_ith": ([_c_ctx, ctypes.c_int32], ctypes.POINTER(ctypes.c_float)),
     "llama_set_batch_invariant": ([_c_ctx, ctypes.c_int32], None),
+    "llama_batch_ext_add_tokens": ([ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32,
+                                    ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p], ctypes.c_int32),
+    "llama_get_logits_argmax_ith": ([_c_ctx, ctypes.c_int32, ctypes.c_int32], ctypes.c_int32),
+    "llama_mtp_copy_embeddings_nextn": ([_c_ctx, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p], ctypes.c_bool),
 }
 
 

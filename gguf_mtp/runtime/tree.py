@@ -439,10 +439,6 @@ def _hidden_rows(eng: Engine, rows: list[int]) -> np.ndarray | None:
     return eng.target_hidden_rows(rows) if eng.has_mtp else None
 
 
-def _argmax(logits: np.ndarray, path_tokens: list[int]) -> int:
-    return int(np.argmax(logits))
-
-
 def verify_tree(eng: Engine, pos: int, tree: DraftTree, *,
                 choose: Callable[[np.ndarray, list[int]], int] | None = None, method: str = "auto",
                 pad_token: int | None = None, want_hidden: bool = True, pending=(),
@@ -478,7 +474,6 @@ def verify_tree(eng: Engine, pos: int, tree: DraftTree, *,
     lays it out (the recurrent state after the root stays in sequence 0's
     own cell in the flat layout).
     """
-    choose = _argmax if choose is None else choose
     if pos < 1:
         raise ValueError("the target cache must hold at least one token before a tree verify")
     if method == "auto":
@@ -499,7 +494,8 @@ def verify_tree(eng: Engine, pos: int, tree: DraftTree, *,
     toks: list[int] = []
     node = ROOT
     while True:
-        g = int(choose(eng.target_logits(row_of[node]), list(toks)))
+        g = eng.target_argmax(row_of[node]) if choose is None else int(choose(eng.target_logits(row_of[node]),
+                                                                                list(toks)))
         child = tree._kids[node].get(g)
         if child is None:
             break

@@ -112,9 +112,12 @@ def _head_rows(src: SourceFile, block: int, ids: np.ndarray) -> Tensor:
     return Tensor(f"blk.{block}.nextn.draft_head.weight", (n_embd, len(ids)), head.gtype, data=bytes(data))
 
 
-def compress_vocab(target: str | Path, data_dir: str | Path, out: str | Path, size: int, *,
-                   responses_only: bool = False, progress: bool = True) -> CompressResult:
-    """Write TARGET with a draft vocabulary of ``size`` tokens as OUT."""
+def compress_vocab(target: str | Path, data_dir: str | Path | None, out: str | Path, size: int, *,
+                   responses_only: bool = False, progress: bool = True,
+                   counts: np.ndarray | None = None) -> CompressResult:
+    """Write TARGET with a draft vocabulary of ``size`` tokens as OUT: the most
+    frequent tokens of the distilled data in ``data_dir`` (or of ``counts``, a
+    frequency per token id)."""
     from ..heads.medusa import DRAFT_HEAD, block_name
 
     src = SourceFile.open(target)
@@ -137,9 +140,10 @@ def compress_vocab(target: str | Path, data_dir: str | Path, out: str | Path, si
     if Path(out).resolve() == src.path.resolve():
         raise VocabError(f"{out}: write to a new file, not over TARGET")
 
-    counts = token_counts(data_dir, n_vocab, responses_only)
+    if counts is None:
+        counts = token_counts(data_dir, n_vocab, responses_only)
     if counts.sum() == 0:
-        raise VocabError(f"{data_dir}: no tokens recorded")
+        raise VocabError(f"{data_dir or 'counts'}: no tokens recorded")
     ids = select_draft_vocab(counts, size, _eog_ids(src))
     coverage = float(counts[ids].sum() / counts.sum())
 

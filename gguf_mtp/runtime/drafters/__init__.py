@@ -9,6 +9,7 @@ drafter names: :data:`DRAFTERS` is the registry the CLI's choices come from.
 
 from __future__ import annotations
 
+from .auto import AutoDrafter
 from .base import Drafter, Proposal
 from .eagle_tree import EagleCandidates, EagleTreeDrafter
 from .medusa_tree import MEDUSA_CHAIN, MEDUSA_TREE, MedusaDrafter, parse_tree
@@ -17,7 +18,7 @@ from .ngram import NgramDrafter, NgramTreeDrafter
 
 #: drafter registry: name -> class (called with its keyword options)
 DRAFTERS: dict[str, type[Drafter]] = {cls.name: cls for cls in (
-    Drafter, MTPDrafter, EagleTreeDrafter, MedusaDrafter, NgramDrafter, NgramTreeDrafter)}
+    Drafter, AutoDrafter, MTPDrafter, EagleTreeDrafter, MedusaDrafter, NgramDrafter, NgramTreeDrafter)}
 
 
 def make_drafter(name: str | Drafter, **options) -> Drafter:
@@ -33,6 +34,6 @@ def make_drafter(name: str | Drafter, **options) -> Drafter:
     return cls(**{k: v for k, v in options.items() if k in cls.options})
 
 
-__all__ = ["DRAFTERS", "Drafter", "EagleCandidates", "EagleTreeDrafter", "MEDUSA_CHAIN", "MEDUSA_TREE",
+__all__ = ["AutoDrafter", "DRAFTERS", "Drafter", "EagleCandidates", "EagleTreeDrafter", "MEDUSA_CHAIN", "MEDUSA_TREE",
            "MTPDrafter", "MedusaDrafter", "NgramDrafter", "NgramTreeDrafter", "Proposal", "make_drafter",
            "parse_tree"]

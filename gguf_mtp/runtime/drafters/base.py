@@ -56,6 +56,8 @@ class Drafter:
     max_branches = 1
     #: the target pass must compute the model's Medusa heads for this drafter
     needs_medusa = False
+    #: the drafter picks the draft length itself each pass (the loop passes the cap)
+    chooses_length = False
 
     def step_cost(self, measured_mtp_step: float) -> float:
         """Cost of one drafted token in 1-token target passes (for draft='auto');
@@ -69,6 +71,10 @@ class Drafter:
             opts.n_seq_max = max(opts.n_seq_max, self.max_branches + 1)
             opts.kv_unified = True
         return opts
+
+    def prepare(self, eng: Engine) -> None:
+        """Before the prompt is prefilled (the cache may be used here, e.g. to
+        measure costs; it is cleared afterwards)."""
 
     def begin(self, eng: Engine, prompt: list[int], hidden: np.ndarray | None) -> None:
         pass

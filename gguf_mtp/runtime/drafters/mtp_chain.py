@@ -101,12 +101,18 @@ class MTPDrafter(Drafter):
             eng.mtp_truncate(pos + 1)
             self.catch_tokens = proposal.tokens[:n_accepted]
             self.catch_hidden = [hidden[j] for j in range(n_accepted)]
+            self.pending = hidden[n_accepted].copy()
         else:
-            self.catch_tokens = self.catch_tokens + [tok]
-            self.catch_hidden = self.catch_hidden + [self.pending]
-            if len(self.catch_tokens) >= self.FLUSH_ROWS:
-                # passes without drafting (draft length 0): write the rows now
-                n = len(self.catch_tokens)
-                self._write(eng, self.catch_tokens, np.stack(self.catch_hidden), pos + 1 - n)
-                self.catch_tokens, self.catch_hidden = [], []
-        self.pending = hidden[n_accepted].copy()
+            self.follow(eng, tok, pos, [], hidden)
+
+    def follow(self, eng, tok, pos, tokens, hidden):
+        """A pass this head did not draft (plain, or another drafter's chain):
+        ``tok`` and the accepted ``tokens`` join the catch-up rows, written
+        before the next draft (or now, once there are ``FLUSH_ROWS``)."""
+        self.catch_tokens = self.catch_tokens + [tok] + list(tokens)
+        self.catch_hidden = self.catch_hidden + [self.pending] + [hidden[j] for j in range(len(tokens))]
+        self.pending = hidden[len(tokens)].copy()
+        if len(self.catch_tokens) >= self.FLUSH_ROWS:
+            n = len(self.catch_tokens)
+            self._write(eng, self.catch_tokens, np.stack(self.catch_hidden), pos + 1 + len(tokens) - n)
+            self.catch_tokens, self.catch_hidden = [], []

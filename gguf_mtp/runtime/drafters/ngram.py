@@ -9,22 +9,55 @@ from .base import Drafter, Proposal
 
 
 class NgramDrafter(Drafter):
-    """Prompt-lookup n-gram drafting, llama-cpp-python's ``LlamaPromptLookupDecoding``:
-    find the longest recent n-gram earlier in the text and propose what followed.
-    A baseline that needs no head; deterministic (q is one-hot)."""
+    """Prompt-lookup n-gram drafting with llama-cpp-python's rule
+    (``LlamaPromptLookupDecoding``): for the longest suffix n-gram (n = 3, 2, 1)
+    that occurred earlier, propose what followed its FIRST occurrence. A baseline
+    that needs no head; deterministic (q is one-hot).
+
+    The rule runs on an index updated as tokens arrive (each n-gram's first
+    position), so a proposal costs O(n) instead of a scan of the whole context
+    per pass: on the default model the scan was 8 points of host overhead per
+    pass at 128 tokens and grows with the context."""
 
     name = "ngram"
     summary = "prompt-lookup n-grams (no head needed)"
 
     def __init__(self, max_ngram_size: int = 3):
-        from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+        self.max_ngram_size = max_ngram_size
+        self._reset()
 
-        self.lookup = LlamaPromptLookupDecoding(max_ngram_size=max_ngram_size)
+    def _reset(self):
+        self.first: list[dict] = [{} for _ in range(self.max_ngram_size + 1)]   # n -> {ngram: first start}
+        self.seen = 0                          # tokens of the context indexed so far
+        self.ids: list[int] = []
+
+    def begin(self, eng, prompt, hidden):
+        self._reset()
+
+    def _index(self, context: list[int]) -> None:
+        if len(context) < self.seen or context[:1] != self.ids[:1]:
+            self._reset()                      # a new context (proposals outside decode())
+        ids = self.ids
+        ids.extend(context[len(ids):])
+        for end in range(self.seen, len(ids)):  # n-grams ending at `end`
+            for n in range(1, self.max_ngram_size + 1):
+                start = end - n + 1
+                if start < 0:
+                    break
+                self.first[n].setdefault(tuple(ids[start:end + 1]), start)
+        self.seen = len(ids)
+
+    def continuation(self, context: list[int], k: int) -> list[int]:
+        self._index(context)
+        ids, length = self.ids, len(self.ids)
+        for n in range(min(self.max_ngram_size, length - 1), 0, -1):
+            start = self.first[n].get(tuple(ids[length - n:]))
+            if start is not None and start < length - n:
+                return ids[start + n:min(start + n + k, length)]
+        return []
 
     def propose(self, eng, context, tok, pos, k, params, rng):
-        self.lookup.num_pred_tokens = k
-        ids = np.asarray(context, dtype=np.intc)
-        return Proposal([int(t) for t in self.lookup(ids)][:k], None)
+        return Proposal(self.continuation(context, k), None)
 
 
 class NgramTreeDrafter(Drafter):

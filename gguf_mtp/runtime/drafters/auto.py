@@ -1,0 +1,151 @@
+"""``drafter="auto"``: the drafter AND the draft length that pay, per pass, on this
+machine -- including none at all.
+
+Before every pass each candidate (the file's MTP head as a chain, prompt-lookup
+n-grams, and plain decoding) is priced from measured costs: the target's batch
+cost c(n) (:mod:`gguf_mtp.runtime.autodraft`, measured once per file and
+machine), the candidate's own draft-step cost (the MTP step as measured; n-grams
+are host-side and cost nothing) and the acceptance per draft position it has had
+so far (a decaying estimate). A candidate at draft length K is expected to give
+
+    E(K) / (c(K+1) + K * d)     (plain decoding scores 1)
+
+and the best one drafts. Two safeguards keep the promise "never slower":
+
+* the choice must beat plain decoding by a margin (``min_gain``), so model
+  noise does not turn into slowdowns;
+* the realized speed of each candidate is tracked against plain decoding's (the
+  wall time of whole passes, loop included) and scales its estimate, so a cost
+  model that flatters a drafter on this machine is corrected within a few passes.
+
+N-grams are priced only on passes where a match exists (their acceptance is
+tracked over those passes). Every candidate sees every pass's outcome, so the
+MTP head's cache stays in step whichever drafter proposed. Trees are not
+candidates: on CPU a tree's verify rows cost more than its extra acceptance
+buys (docs/runtime.md).
+"""
+
+from __future__ import annotations
+
+import time
+
+
+from ..autodraft import AutoDraft, cost_model
+from .base import Drafter, Proposal
+from .mtp_chain import MTPDrafter
+from .ngram import NgramDrafter
+
+
+class _Arm:
+    """One candidate: its drafter, its acceptance tracker and its realized-speed correction."""
+
+    def __init__(self, drafter: Drafter, chooser: AutoDraft):
+        self.drafter = drafter
+        self.chooser = chooser
+        self.factor = 1.0          # realized / predicted speed (EMA)
+        self.passes = 0
+
+
+class AutoDrafter(Drafter):
+    name = "auto"
+    summary = "picks the drafter (mtp, ngram or none) and draft length that pay on this machine, per pass"
+    needs_mtp = True
+    needs_hidden = True
+    #: picks its own draft length each pass (the loop passes the cap)
+    chooses_length = True
+
+    def __init__(self, k_max: int = 8, min_gain: float = 0.03, ema: float = 0.1):
+        self.k_max = k_max
+        self.min_gain = min_gain
+        self.ema = ema
+        self.arms: list[_Arm] = []
+        self.last: tuple[_Arm | None, int, int] | None = None   # (arm, K, drafted) of the pending pass
+        self.t_last: float | None = None
+        #: per-pass choices, for statistics: (drafter name or "none", K)
+        self.choices: list[tuple[str, int]] = []
+
+    def step_cost(self, measured_mtp_step: float) -> float:
+        return 0.0
+
+    def prepare(self, eng):
+        self.cost = cost_model(eng, n_max=self.k_max + 1)   # measured once per file and machine (clears the cache)
+
+    def begin(self, eng, prompt, hidden):
+        cm = self.cost
+        k_max = min(self.k_max, eng.opts.draft_max)
+        self.arms = []
+        if eng.has_mtp:
+            mtp = MTPDrafter()
+            mtp.begin(eng, prompt, hidden)
+            self.arms.append(_Arm(mtp, AutoDraft(cm.for_drafter(cm.draft), k_max)))
+        self.arms.append(_Arm(NgramDrafter(), AutoDraft(cm.for_drafter(0.0), k_max, prior=0.5)))
+        self.k_max_eff = k_max
+        self.last = None
+        self.observed = None
+        self.t_last = None
+        self.choices = []
+
+    def _best(self, arm: _Arm, k_cap: int) -> tuple[float, int]:
+        s, k = arm.chooser.best(k_cap)
+        return (s * arm.factor, k) if k else (0.0, 0)
+
+    def propose(self, eng, context, tok, pos, k, params, rng):
+        now = time.perf_counter()
+        self._observe(now)
+        k_cap = min(k, self.k_max_eff)
+        choice, choice_k, score = None, 0, 1.0 + self.min_gain
+        ngram_prop = None
+        for arm in self.arms:
+            if isinstance(arm.drafter, NgramDrafter):
+                ngram_prop = arm.drafter.propose(eng, context, tok, pos, k_cap, params, rng)
+                if not ngram_prop.tokens:
+                    continue
+                cap = len(ngram_prop.tokens)
+            else:
+                cap = k_cap
+            s, kk = self._best(arm, cap)
+            # a candidate that is never tried never learns: probe it now and then
+            if arm.passes < 2 or (arm.chooser.since_draft >= arm.chooser.probe_every and s > 0):
+                s, kk = max(s, score + 1e-9), max(kk, 1)
+            if s > score:
+                choice, choice_k, score = arm, kk, s
+        for arm in self.arms:
+            if arm is not choice:
+                arm.chooser.update(0, 0)
+        if choice is None:
+            self.last = (None, 0, 0)
+            self.choices.append(("none", 0))
+            return Proposal()
+        choice.passes += 1
+        if isinstance(choice.drafter, NgramDrafter):
+            prop = Proposal(ngram_prop.tokens[:choice_k], None)
+        else:
+            prop = choice.drafter.propose(eng, context, tok, pos, choice_k, params, rng)
+        self.last = (choice, choice_k, len(prop.tokens))
+        self.choices.append((choice.drafter.name, choice_k))
+        return prop
+
+    def accept(self, eng, tok, pos, proposal, n_accepted, hidden):
+        arm, k, drafted = self.last or (None, 0, 0)
+        self.observed, self.last = self.last, None   # this pass, for the timing at the next propose
+        for a in self.arms:
+            if isinstance(a.drafter, MTPDrafter):
+                if a is arm:
+                    a.drafter.accept(eng, tok, pos, proposal, n_accepted, hidden)
+                else:
+                    a.drafter.follow(eng, tok, pos, proposal.tokens[:n_accepted], hidden)
+        if arm is not None:
+            arm.chooser.update(drafted, n_accepted)
+        self.produced = n_accepted + 1
+
+    def _observe(self, now: float) -> None:
+        """Scale the chosen arm's estimate by its realized speed (the whole last
+        pass, loop included) against plain decoding's predicted one-token time."""
+        obs = getattr(self, "observed", None)
+        if obs is not None and self.t_last is not None:
+            arm, k, drafted = obs
+            if arm is not None and drafted:
+                realized = getattr(self, "produced", 1) * self.cost.t1_s / max(1e-9, now - self.t_last)
+                predicted = arm.chooser.score(k) or 1.0
+                arm.factor = (1 - self.ema) * arm.factor + self.ema * min(2.0, realized / predicted)
+        self.t_last = now
