@@ -101,32 +101,37 @@ def generate(file, prompt, n_predict, drafter, tree, draft, temp, top_k, top_p, 
     print_stats(g.stats)
 
 @click.command()
-@click.option("--outtype", type=click.Choice(["f32", "f16", "q8_0"]), default="q8_0", show_default=True,
-              help="Tensor type of the converted default model (trunk and head).")
+@click.option("--outtype", type=click.Choice(["f32", "f16", "q8_0", "q4_0", "q4_k_m"]), default="q4_0",
+              show_default=True, help="Quant level of the default model's trunk (the MTP head stays at q8_0).")
 @click.option("-n", "--n-predict", "n_predict", type=int, default=64, show_default=True,
               help="Tokens to generate per prompt.")
 @click.option("--drafts", default="1,2,3", show_default=True, help="Draft lengths to compare, comma-separated.")
+@click.option("--repeats", type=int, default=2, show_default=True, help="Interleaved repeats per prompt.")
 @click.option("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores).")
 @click.option("-ngl", "--n-gpu-layers", type=int, default=None,
               help="Layers to offload to a GPU (default: $GGUF_MTP_N_GPU_LAYERS or 0).")
-def demo(outtype, n_predict, drafts, threads, n_gpu_layers):
-    """Convert the embedded default Qwen3.5+MTP model to GGUF and compare plain
-    decoding with native-MTP speculative decoding on a few prompts.
+def demo(outtype, n_predict, drafts, repeats, threads, n_gpu_layers):
+    """The whole job on the embedded default Qwen3.5+MTP model: convert it to
+    one GGUF, give its MTP head a draft vocabulary, and compare plain decoding
+    with what to run (--drafter auto: drafter and draft length chosen per pass)
+    and with the MTP head at fixed draft lengths, over the draft vocabulary and
+    the full vocabulary.
 
     Prints tokens/s, the speedup, tau (tokens per target pass), the acceptance
-    per draft position, and whether each speculative output equals the plain one."""
+    per draft position, and whether each output equals plain decoding's."""
     from ..gguf.inspect import human_bytes
     from ..models.default import DEFAULT_PROMPTS, default_gguf
     from ..models.demo import format_table, run_demo
 
     ks = tuple(int(k) for k in drafts.split(",") if k.strip())
-    click.echo("==> default model: materialize + convert (cached after the first run)", err=True)
-    path = default_gguf(outtype=outtype)
-    click.echo(f"    {path} ({human_bytes(path.stat().st_size)})", err=True)
-    click.echo(f"==> greedy, {len(DEFAULT_PROMPTS)} prompts x {n_predict} tokens, drafters: none, mtp K={ks}",
+    click.echo("==> default model: materialize, convert, quantize (cached after the first run)", err=True)
+    files = {"draft-vocab": default_gguf(outtype, draft_vocab=True), "full-vocab": default_gguf(outtype)}
+    for p in files.values():
+        click.echo(f"    {p} ({human_bytes(p.stat().st_size)})", err=True)
+    click.echo(f"==> greedy, {len(DEFAULT_PROMPTS)} prompts x {n_predict} tokens x {repeats} repeats, interleaved",
                err=True)
-    rows = run_demo(path, DEFAULT_PROMPTS, n_predict=n_predict, drafts=ks, n_threads=threads,
-                    n_gpu_layers=n_gpu_layers)
+    rows = run_demo({k: str(v) for k, v in files.items()}, DEFAULT_PROMPTS, n_predict=n_predict, drafts=ks,
+                    repeats=repeats, n_threads=threads, n_gpu_layers=n_gpu_layers)
     click.echo(format_table(rows))
     if not all(r.lossless for r in rows):
         raise click.ClickException("a speculative output differs from plain decoding (lossless invariant broken)")

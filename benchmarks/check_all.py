@@ -1,0 +1,81 @@
+"""The full exactness check: `gguf-mtp check` on every real target, every drafter
+the file supports, K = 1..8, 12 held-out prompts x 256 tokens (exact mode).
+
+    .venv/bin/python benchmarks/check_all.py [--out benchmarks/results/check] [--n-tokens 256]
+
+Targets: the default model at f16 / q8_0 / q4_k_m / q4_0 (MTP head at q8_0; its
+Medusa heads too at q4_0), SmolLM2-135M Q4_1 with the shipped retrofit heads
+grafted, Gemma 3 270M Q4_K_M. Writes one JSON per target and SUMMARY.md; exits 1
+on any divergence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def targets(work: Path) -> list[tuple[str, Path, tuple[str, ...]]]:
+    from gguf_mtp.convert.graft import graft
+    from gguf_mtp.heads.medusa import init_recycled, write_heads
+    from gguf_mtp.models.default import default_gguf
+    from gguf_mtp.models.fetch import GEMMA3, SMOLLM2
+
+    out = []
+    every = ("mtp", "eagle", "ngram", "ngram-tree")
+    for q in ("f16", "q8_0", "q4_k_m", "q4_0"):
+        out.append((f"default-{q}", default_gguf(q), every))
+    medusa = work / "default-q4_0-medusa.gguf"
+    if not medusa.is_file():
+        write_heads(default_gguf("q4_0"), init_recycled(default_gguf("f32"), 3), medusa, head_type="q8_0",
+                    progress=False)
+    out.append(("default-q4_0-medusa", medusa, ("medusa",)))
+    smol = work / "smollm2-q4_1-heads.gguf"
+    if not smol.is_file():
+        graft(SMOLLM2.fetch(), HERE / "results" / "smollm2_135m_mtp_heads_q8_0.gguf", smol, progress=False)
+    out.append(("smollm2-q4_1", smol, every))
+    out.append(("gemma3-270m-q4_k_m", GEMMA3.fetch(), ("ngram", "ngram-tree")))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=str(HERE / "results" / "check"))
+    ap.add_argument("--n-tokens", type=int, default=256)
+    ap.add_argument("--n-prompts", type=int, default=12)
+    ap.add_argument("--drafts", default="1,2,3,4,5,6,7,8")
+    ap.add_argument("--only", default=None, help="comma-separated target names")
+    ap.add_argument("-t", "--threads", type=int, default=2)
+    a = ap.parse_args()
+    from gguf_mtp.bench.check import format_table, heldout_prompts, run_check
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    drafts = tuple(int(k) for k in a.drafts.split(","))
+    summary = ["# gguf-mtp check: every target, every drafter, K = " + a.drafts, "",
+               f"Command: `.venv/bin/python benchmarks/check_all.py --n-tokens {a.n_tokens} --n-prompts "
+               f"{a.n_prompts} --drafts {a.drafts}` (exact mode, {a.threads} threads, CPU).", ""]
+    ok = True
+    for name, path, drafters in targets(out):
+        if a.only and name not in a.only.split(","):
+            continue
+        t0 = time.time()
+        rep = run_check(path, heldout_prompts(a.n_prompts), n_tokens=a.n_tokens, drafts=drafts, drafters=drafters,
+                        threads=a.threads, upstream=name.startswith("default-q8_0"),
+                        progress=lambda m: print(f"  {name}: {m}", file=sys.stderr, flush=True))
+        (out / f"{name}.json").write_text(json.dumps(rep.as_dict(), indent=1) + "\n")
+        ours = all(r.ok for r in rep.rows if not r.drafter.startswith("upstream"))
+        ok &= ours
+        summary += [f"## {name}", "", "```", format_table(rep), "```", f"({time.time() - t0:.0f} s)", ""]
+        (out / "SUMMARY.md").write_text("\n".join(summary) + "\n")
+        print(f"{name}: {'all exact' if ours else 'DIVERGED'} ({time.time() - t0:.0f} s)", flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
