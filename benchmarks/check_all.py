@@ -3,9 +3,10 @@ the file supports, K = 1..8, 12 held-out prompts x 256 tokens (exact mode).
 
     .venv/bin/python benchmarks/check_all.py [--out benchmarks/results/check] [--n-tokens 256]
 
-Targets: the default model at f16 / q8_0 / q4_k_m / q4_0 (MTP head at q8_0; its
-Medusa heads too at q4_0), SmolLM2-135M Q4_1 with the shipped retrofit heads
-grafted, Gemma 3 270M Q4_K_M. Writes one JSON per target and SUMMARY.md; exits 1
+Targets: the default model at f16 / q8_0 / q4_k_m / q4_0 (MTP head at q8_0), the
+default model at q4_0 with its shipped trained Medusa heads stitched in
+(`results/default_medusa_heads`, `tools/train_medusa_default.py`), SmolLM2-135M
+Q4_1 with the shipped retrofit heads grafted, Gemma 3 270M Q4_K_M. Writes one JSON per target and SUMMARY.md; exits 1
 on any divergence.
 """
 
@@ -23,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 def targets(work: Path) -> list[tuple[str, Path, tuple[str, ...]]]:
     from gguf_mtp.convert.graft import graft
     from gguf_mtp.heads.medusa import init_recycled, write_heads
+    from gguf_mtp.heads.stitch import stitch
     from gguf_mtp.models.default import default_gguf
     from gguf_mtp.models.fetch import GEMMA3, SMOLLM2
 
@@ -32,8 +34,11 @@ def targets(work: Path) -> list[tuple[str, Path, tuple[str, ...]]]:
         out.append((f"default-{q}", default_gguf(q), every))
     medusa = work / "default-q4_0-medusa.gguf"
     if not medusa.is_file():
-        write_heads(default_gguf("q4_0"), init_recycled(default_gguf("f32"), 3), medusa, head_type="q8_0",
+        recycled = work / "default-q4_0-medusa-recycled.gguf"
+        write_heads(default_gguf("q4_0"), init_recycled(default_gguf("f32"), 3), recycled, head_type="q8_0",
                     progress=False)
+        stitch(recycled, HERE / "results" / "default_medusa_heads", medusa, head_type="q8_0", progress=False)
+        recycled.unlink()
     out.append(("default-q4_0-medusa", medusa, ("medusa",)))
     smol = work / "smollm2-q4_1-heads.gguf"
     if not smol.is_file():

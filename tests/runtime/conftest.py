@@ -87,3 +87,30 @@ def smollm2_gguf() -> Path:
 def gemma3_gguf() -> Path:
     """Gemma 3 270M Q4_K_M from its PyPI packages (262k vocabulary, no MTP)."""
     return _real_model("gemma3")
+
+
+#: Medusa heads trained for the default model (tools/train_medusa_default.py)
+MEDUSA_HEADS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "default_medusa_heads"
+
+
+@pytest.fixture(scope="session")
+def trained_medusa_gguf(default_gguf, tmp_path_factory):
+    """The default model at ``outtype`` with its shipped trained Medusa heads
+    (3 heads of one block, q8_0) stitched in: heads that accept, so the tests
+    run the accept path."""
+    from gguf_mtp.heads.medusa import init_recycled, write_heads
+    from gguf_mtp.heads.stitch import stitch
+
+    root = tmp_path_factory.mktemp("medusa-trained")
+    made: dict[str, Path] = {}
+
+    def get(outtype: str = "q8_0") -> Path:
+        if outtype not in made:
+            base = root / f"recycled-{outtype}.gguf"
+            write_heads(default_gguf(outtype), init_recycled(default_gguf("f32"), 3, 1), base, head_type="q8_0",
+                        progress=False)
+            made[outtype] = stitch(base, MEDUSA_HEADS, root / f"medusa-{outtype}.gguf", head_type="q8_0",
+                                   progress=False).path
+        return made[outtype]
+
+    return get
