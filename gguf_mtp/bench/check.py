@@ -144,6 +144,12 @@ class CheckReport:
         d["ok"] = self.ok
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "CheckReport":
+        rows = [CheckRow(**{**r, "divergences": [Divergence(**x) for x in r.get("divergences", [])]})
+                for r in d["rows"]]
+        return cls(d["path"], d["exact_mode"], d["n_tokens"], d["n_prompts"], rows)
+
 
 def run_check(path, prompts: list[str], *, n_tokens: int = 256, drafts=(1, 3, 8), drafters=DEFAULT_DRAFTERS,
               exact: bool = True, threads: int | None = None, n_gpu_layers: int | None = None,

@@ -7,26 +7,34 @@ from pathlib import Path
 
 #: drafters the bench knows, in table order
 #:   none        plain decoding (every row's baseline)
+#:   auto        gguf-mtp's default: drafter and K chosen per pass from measured costs and acceptance
 #:   lcp-ngram   llama-cpp-python's LlamaPromptLookupDecoding through llama_cpp.Llama
 #:   ngram       gguf-mtp's prompt-lookup n-gram chain
+#:   ngram-tree  the n-gram drafter's tree (several continuations per pass)
 #:   upstream    llama.cpp's own draft-mtp (llama-speculative-simple of the pinned commit)
 #:   mtp         the native MTP head, full vocabulary (the file upstream runs too)
 #:   mtp-cv      the native MTP head with the compressed draft vocabulary
+#:   mtp-tree    the native MTP head driving an EAGLE-2 dynamic tree (no training)
 #:   fastmtp     the MTP head fine-tuned with FastMTP (shared recursive head, beta-decay)
 #:   eagle       the MTP block recycled into an EAGLE drafter and trained (chain)
 #:   eagle-tree  the same drafter, EAGLE-2 dynamic tree
 #:   medusa      Medusa heads recycled from the MTP layer and trained (static tree)
-BENCH_DRAFTERS = ("none", "lcp-ngram", "ngram", "upstream", "mtp", "mtp-cv", "fastmtp", "eagle", "eagle-tree", "medusa")
+BENCH_DRAFTERS = ("none", "auto", "lcp-ngram", "ngram", "ngram-tree", "upstream", "mtp", "mtp-cv", "mtp-tree",
+                  "fastmtp", "eagle", "eagle-tree", "medusa")
 
 #: drafter -> the file family it runs on
-FAMILY = {"none": "base", "lcp-ngram": "base", "ngram": "base", "upstream": "base", "mtp": "base",
-          "mtp-cv": "mtp", "fastmtp": "fastmtp", "eagle": "eagle", "eagle-tree": "eagle", "medusa": "medusa"}
+FAMILY = {"none": "base", "auto": "base", "lcp-ngram": "base", "ngram": "base", "ngram-tree": "base",
+          "upstream": "base", "mtp": "base", "mtp-cv": "mtp", "mtp-tree": "base", "fastmtp": "fastmtp",
+          "eagle": "eagle", "eagle-tree": "eagle", "medusa": "medusa"}
 
 #: drafters whose heads are trained by the bench
 TRAINED = {"fastmtp", "eagle", "eagle-tree", "medusa"}
 
-#: drafters measured at one draft setting only (trees: their own shape)
-FIXED_DRAFT = {"eagle-tree": 3, "medusa": 3}
+#: drafters that need an MTP layer in the target
+NEEDS_MTP = {"upstream", "mtp", "mtp-cv", "mtp-tree", *TRAINED}
+
+#: drafters measured at one draft setting only (trees: their own shape; auto: its own K, 0 in tables)
+FIXED_DRAFT = {"eagle-tree": 3, "mtp-tree": 3, "medusa": 3, "auto": 0}
 
 QUANTS = ("f16", "q8_0", "q4_k_m", "q4_0")
 #: the quant level "source": the target file as it is (an already quantized GGUF,
@@ -57,7 +65,9 @@ class BenchConfig:
     prompt_sets: tuple[str, ...] = ("code", "prose", "chat")
     prompts_per_set: int = 3
     n_tokens: int = 64
-    repeats: int = 3
+    #: context depths (tokens of real text before each prompt, like llama-bench -d); 0 = the main tables
+    depths: tuple[int, ...] = (0,)
+    repeats: int = 5                            # interleaved; medians and IQRs over them
     threads: int | None = None
     n_gpu_layers: int | None = None
     draft_vocab: int = 4096                     # compressed draft vocabulary of the trained/cv files (0: off)
@@ -71,12 +81,11 @@ class BenchConfig:
 
     @classmethod
     def quick_config(cls, **kw) -> "BenchConfig":
-        """The CI mode: every stage runs, on as little as shows the pipeline works
-        (one quant, two head types, short generations, a few training steps)."""
-        base = dict(quants=("q8_0",), drafters=("none", "lcp-ngram", "ngram", "upstream", "mtp", "mtp-cv",
-                                                "fastmtp", "medusa"),
+        """The CI mode: every stage and every drafter runs, on as little as shows the
+        pipeline works (one quant, two head types, short generations, a few training steps)."""
+        base = dict(quants=("q8_0",), drafters=BENCH_DRAFTERS,
                     drafts=(2,), head_types=("q8_0", "q4_0"), head_sweep_draft=2, prompts_per_set=1,
-                    n_tokens=16, repeats=1, draft_vocab=1024, train_steps=2, train_prompts=8,
+                    n_tokens=16, repeats=1, depths=(0, 48), draft_vocab=1024, train_steps=2, train_prompts=8,
                     train_max_tokens=24, cost_n_max=4, quick=True)
         base.update(kw)
         return cls(**base)
@@ -96,6 +105,8 @@ class BenchConfig:
             raise ValueError(f"unknown head type(s) {', '.join(bad)}; choose from {', '.join(QHEAD)}")
         if not self.drafts or min(self.drafts) < 1:
             raise ValueError("draft lengths must be >= 1")
+        if not self.depths or min(self.depths) < 0:
+            raise ValueError("context depths must be >= 0")
         if self.repeats < 1 or self.n_tokens < 2:
             raise ValueError("repeats must be >= 1 and n_tokens >= 2")
 

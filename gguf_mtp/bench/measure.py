@@ -1,14 +1,22 @@
-"""Timing one file: plain decoding and each drafter back to back, in one process.
+"""Timing one file: plain decoding and each drafter, interleaved, in one process.
 
 For a file, :func:`measure_file` opens one :class:`~gguf_mtp.runtime.Engine`,
 measures the target's batch-cost curve c(n) = time(n-token pass) / time(1-token
 pass) and the MTP draft step d (:func:`gguf_mtp.runtime.autodraft.cost_model`),
-then for every repeat and every prompt runs plain decoding followed by each
-drafter configuration. Every speculative output must equal the plain output
-token for token (greedy); a mismatch is recorded, not hidden. Speeds are decode
-tokens/s over the whole prompt set (prefill excluded), median over repeats;
-τ and acceptance per position are pooled over the prompts of one repeat (the
-runs are deterministic). The bound is τ / (c(1 + K·branches) + K·d).
+warms every configuration up once (not timed), then for every repeat and
+every prompt runs plain decoding followed by each drafter configuration (their
+order rotated per repeat), so that every speculative run sits next to a plain
+run of the same prompt. Every speculative output must equal the plain output
+token for token (greedy); a mismatch is recorded, not hidden.
+
+Speeds are decode tokens/s (prefill excluded). Each repeat gives a ratio
+(speculative over plain speed of that repeat); a row reports the median and
+interquartile range of the speeds and of the ratios over repeats, on all
+prompts and separately on the selection and report halves of the prompts
+(:func:`gguf_mtp.bench.stats.halves`: the best K is chosen on one and reported
+on the other). tau, acceptance per position and the rows verified per pass
+are pooled over the prompts (the runs are deterministic); the bound is
+:func:`gguf_mtp.bench.stats.run_bound`.
 
 :func:`measure_lcp_ngram` times llama-cpp-python's own prompt-lookup decoding
 (``LlamaPromptLookupDecoding`` through ``llama_cpp.Llama``) against the same
@@ -18,11 +26,11 @@ draft-mtp (``llama-speculative-simple`` of the pinned commit).
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass
 
 from .config import BenchConfig
+from .stats import Timing, halves, ratios, run_bound, speed, spread
 
 
 @dataclass(frozen=True)
@@ -31,8 +39,12 @@ class Run:
 
     key: str            # bench drafter name (config.DRAFTERS)
     drafter: str        # runtime drafter
-    draft: int          # draft length (tree depth for trees)
+    draft: int          # draft length (tree depth for trees; 0 for auto, which picks its own)
     tree: str | None = None
+
+    @property
+    def generate_draft(self) -> int | str:
+        return "auto" if self.drafter == "auto" else self.draft
 
 
 def _acceptance(drafted: list[int], accepted: list[int], k: int) -> list[float]:
@@ -41,75 +53,98 @@ def _acceptance(drafted: list[int], accepted: list[int], k: int) -> list[float]:
     return acceptance_per_position(drafted, accepted, k)
 
 
-def measure_file(path, runs: list[Run], prompts: list[tuple[str, str]], cfg: BenchConfig, tick=None) -> dict:
-    """Plain decoding and every run on ``path``; see the module docstring."""
+def measure_file(path, runs: list[Run], prompts: list[tuple[str, str]], cfg: BenchConfig, tick=None,
+                 depth: int = 0) -> dict:
+    """Plain decoding and every run on ``path``, each prompt after ``depth``
+    tokens of real text; see the module docstring."""
     from ..runtime import Engine, RuntimeOptions, generate, make_drafter
-    from ..runtime.autodraft import cost_model
+    from ..runtime.autodraft import cost_model, measure_cost_model
+    from .prompt_sets import with_depth
 
     drafters = {r: _make(r, make_drafter) for r in runs}
-    opts = RuntimeOptions(n_ctx=1024, n_threads=cfg.threads,
+    opts = RuntimeOptions(n_ctx=1024 + depth, n_threads=cfg.threads,
                           draft_max=max([8, *(r.draft for r in runs)]))
     if cfg.n_gpu_layers is not None:
         opts.n_gpu_layers = cfg.n_gpu_layers
     for dr in drafters.values():
         opts = dr.configure(opts)
-    out: dict = {"file": str(path), "runs": {}}
+    n_p = len(prompts)
+    sel, rep_idx = halves(n_p)
+    out: dict = {"file": str(path), "runs": {}, "halves": {"select": sel, "report": rep_idx}, "depth": depth}
     with Engine(path, opts) as eng:
-        cm = cost_model(eng, n_max=cfg.cost_n_max)
+        prompts = [(name, with_depth(eng, p, depth)) for name, p in prompts]
+        # the batch-cost curve where the passes run: past the depth prefix
+        cm = cost_model(eng, n_max=cfg.cost_n_max) if depth == 0 else \
+            measure_cost_model(eng, cfg.cost_n_max, context=depth + 64)
         out["cost"] = {"c": [round(x, 4) for x in cm.c], "t1_ms": round(1e3 * cm.t1_s, 4),
                        "mtp_step": round(cm.draft, 4)}
-        generate(eng, prompts[0][1], 4, drafter="none")  # warm-up
-        plain_speed, plain_texts = [], {}
-        spec = {r: {"speed": [], "drafted": [], "accepted": [], "produced": 0, "passes": 0, "nodes": 0,
-                    "draft_s": 0.0, "lossless": True, "per_set": {}} for r in runs}
+        # warm-up, not timed: graph allocation for every batch size a configuration uses
+        generate(eng, prompts[0][1], 8, drafter="none")
+        for r in runs:
+            generate(eng, prompts[0][1], 8, drafter=drafters[r], draft=r.generate_draft)
+        plain_t: list[list[Timing]] = []
+        plain_texts: dict = {}
+        plain_compute = plain_decode = 0.0
+        spec = {r: {"t": [], "drafted": [], "accepted": [], "rows": [], "produced": 0, "passes": 0, "nodes": 0,
+                    "draft_s": 0.0, "all_passes": 0, "lossless": True, "per_set": {}} for r in runs}
         for rep in range(cfg.repeats):
-            n_plain, t_plain = 0, 0.0
-            n_spec = {r: 0 for r in runs}
-            t_spec = {r: 0.0 for r in runs}
+            plain_t.append([])
+            for r in runs:
+                spec[r]["t"].append([])
+            order = runs[rep % len(runs):] + runs[:rep % len(runs)] if runs else []
             for i, (set_name, prompt) in enumerate(prompts):
                 plain = generate(eng, prompt, cfg.n_tokens, drafter="none")
                 plain_texts.setdefault(i, plain.text)
-                n_plain += plain.stats.n_generated - 1
-                t_plain += plain.stats.decode_s
+                plain_t[-1].append(Timing(plain.stats.n_generated - 1, plain.stats.decode_s))
+                plain_compute += plain.stats.compute_s
+                plain_decode += plain.stats.decode_s
                 if tick:
                     tick()
-                for r in runs:
-                    g = generate(eng, prompt, cfg.n_tokens, drafter=drafters[r], draft=r.draft)
+                for r in order:
+                    g = generate(eng, prompt, cfg.n_tokens, drafter=drafters[r], draft=r.generate_draft)
                     s = spec[r]
                     s["lossless"] &= g.tokens == plain.tokens
-                    n_spec[r] += g.stats.n_generated - 1
-                    t_spec[r] += g.stats.decode_s
+                    s["t"][-1].append(Timing(g.stats.n_generated - 1, g.stats.decode_s))
+                    s["draft_s"] += g.stats.draft_s
+                    s["all_passes"] += g.stats.target_passes
                     if rep == 0:
                         s["drafted"] += g.stats.drafted
                         s["accepted"] += g.stats.accepted
+                        s["rows"] += g.stats.rows
                         s["produced"] += g.stats.n_generated - 1
                         s["passes"] += g.stats.target_passes
                         s["nodes"] += g.stats.tree_nodes
-                        s["draft_s"] += g.stats.draft_s
                         ps = s["per_set"].setdefault(set_name, [0, 0])
                         ps[0] += g.stats.n_generated - 1
                         ps[1] += g.stats.target_passes
                     if tick:
                         tick()
-            plain_speed.append(n_plain / t_plain)
-            for r in runs:
-                spec[r]["speed"].append(n_spec[r] / t_spec[r])
-        plain_med = statistics.median(plain_speed)
-        out["plain_tokens_per_s"] = plain_med
-        out["plain_repeats"] = plain_speed
+        every = list(range(n_p))
+        plain_speeds = [speed(t, every) for t in plain_t]
+        out.update(spread("plain_tokens_per_s", plain_speeds))
+        out["plain_repeats"] = plain_speeds
+        n_plain_tokens = sum(t.n for ts in plain_t for t in ts)
+        token_s = plain_decode / max(1, n_plain_tokens)
+        compute_s = plain_compute / max(1, n_plain_tokens)
+        out["plain_ms_per_token"] = 1e3 * token_s
+        out["plain_host_share"] = max(0.0, 1 - compute_s / token_s) if token_s else 0.0
         for r, s in spec.items():
-            dr = drafters[r]
             tau = s["produced"] / max(1, s["passes"])
-            bound = cm.for_drafter(dr.step_cost(cm.draft), dr.max_branches).speedup_bound(tau, r.draft)
-            med = statistics.median(s["speed"])
+            draft_s = s["draft_s"] / max(1, s["all_passes"])
+            speeds = [speed(t, every) for t in s["t"]]
             out["runs"][_label(r)] = {
                 "drafter": r.key, "draft": r.draft, "tree": r.tree,
-                "tokens_per_s": med, "repeats": s["speed"], "speedup": med / plain_med,
-                "tau": tau, "bound": bound,
-                "acceptance_per_position": _acceptance(s["drafted"], s["accepted"], r.draft),
+                **spread("tokens_per_s", speeds), "repeats": speeds,
+                **spread("speedup", ratios(plain_t, s["t"], every)),
+                **spread("speedup_select", ratios(plain_t, s["t"], sel)),
+                **spread("speedup_report", ratios(plain_t, s["t"], rep_idx)),
+                "tau": tau,
+                "bound": run_bound(tau, s["rows"], draft_s, cm.c_at, token_s, compute_s),
+                "acceptance_per_position": _acceptance(s["drafted"], s["accepted"], r.draft or max(s["drafted"], default=0)),
                 "acceptance_rate": sum(s["accepted"]) / max(1, sum(s["drafted"])),
+                "rows_per_pass": sum(s["rows"]) / max(1, len(s["rows"])),
                 "tree_nodes_per_pass": s["nodes"] / max(1, s["passes"]),
-                "draft_ms_per_pass": 1e3 * s["draft_s"] / max(1, s["passes"]),
+                "draft_ms_per_pass": 1e3 * draft_s,
                 "tau_per_set": {k: v[0] / max(1, v[1]) for k, v in s["per_set"].items()},
                 "lossless": s["lossless"],
             }
@@ -161,12 +196,14 @@ def measure_lcp_ngram(path, drafts, prompts: list[tuple[str, str]], cfg: BenchCo
 
 
 def _lcp_runs(models, drafts, prompts, cfg, reference, tick, out) -> dict:
+    # interleaved like measure_file: per repeat and prompt, plain then each draft length
     speeds = {k: [] for k in models}
     agree = {k: True for k in models}
     for _ in range(cfg.repeats):
-        for k, llm in models.items():
-            n_tot, t_tot = 0, 0.0
-            for i, (_, prompt) in enumerate(prompts):
+        n_tot = {k: 0 for k in models}
+        t_tot = {k: 0.0 for k in models}
+        for i, (_, prompt) in enumerate(prompts):
+            for k, llm in models.items():
                 llm.reset()
                 toks, t_first, t_last = [], None, None
                 for chunk in llm.create_completion(prompt, max_tokens=cfg.n_tokens, temperature=0.0, top_k=1,
@@ -176,20 +213,20 @@ def _lcp_runs(models, drafts, prompts, cfg, reference, tick, out) -> dict:
                     t_last = now
                     toks.append(chunk["choices"][0]["text"])
                 if len(toks) > 1:
-                    n_tot += len(toks) - 1
-                    t_tot += t_last - t_first
+                    n_tot[k] += len(toks) - 1
+                    t_tot[k] += t_last - t_first
                 if reference is not None and i in reference:
                     agree[k] &= "".join(toks) == reference[i]
                 if tick:
                     tick()
-            speeds[k].append(n_tot / t_tot if t_tot else 0.0)
-    plain = statistics.median(speeds[0])
-    out["plain_tokens_per_s"] = plain
+        for k in models:
+            speeds[k].append(n_tot[k] / t_tot[k] if t_tot[k] else 0.0)
+    out.update(spread("plain_tokens_per_s", speeds[0]))
     out["matches_plain"] = agree[0]
     for k in drafts:
-        med = statistics.median(speeds[k])
-        out["runs"][f"lcp-ngram@{k}"] = {"drafter": "lcp-ngram", "draft": k, "tokens_per_s": med,
-                                         "repeats": speeds[k], "speedup": med / plain if plain else 0.0,
+        rat = [s / p if p else 0.0 for s, p in zip(speeds[k], speeds[0])]
+        out["runs"][f"lcp-ngram@{k}"] = {"drafter": "lcp-ngram", "draft": k, **spread("tokens_per_s", speeds[k]),
+                                         "repeats": speeds[k], **spread("speedup", rat),
                                          "matches_plain": agree[k]}
     return out
 
@@ -226,8 +263,8 @@ def measure_upstream(path, drafts, prompts: list[tuple[str, str]], cfg: BenchCon
                 if tick:
                     tick()
             speeds.append(n_tot / t_tot if t_tot else 0.0)
-        med = statistics.median(speeds)
-        out["runs"][f"upstream@{k}"] = {"drafter": "upstream", "draft": k, "tokens_per_s": med, "repeats": speeds,
+        out["runs"][f"upstream@{k}"] = {"drafter": "upstream", "draft": k, **spread("tokens_per_s", speeds),
+                                        "repeats": speeds,
                                         "acceptance_rate": accepted / max(1, drafted), "drafted": drafted,
                                         "accepted": accepted, "matches_plain": agree}
     return out

@@ -39,3 +39,30 @@ def render_chat(eng, messages: list[dict]) -> str:
         lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
         return "\n".join(lines) + "\nAssistant:"
     return fmt(messages=messages).prompt
+
+
+#: real text before the prompt at context depth (``--depth``): the shipped
+#: distillation prompts (standard-library docstrings and code), prose first
+DEPTH_CORPUS = Path(__file__).resolve().parents[1] / "data" / "prompts"
+
+
+@lru_cache(maxsize=1)
+def depth_corpus() -> str:
+    prose = (DEPTH_CORPUS / "prose.txt").read_text().splitlines()
+    code = [json.loads(line) for line in (DEPTH_CORPUS / "code.jsonl").read_text().splitlines() if line.strip()]
+    return "\n".join(prose) + "\n\n" + "\n\n".join(code)
+
+
+def with_depth(eng, prompt: str, depth: int) -> str | list[int]:
+    """``prompt`` after ``depth`` tokens of real text (like llama-bench ``-d``), as
+    tokens: the prompt's own leading special token (BOS), the depth text, then the
+    prompt. The corpus repeats when the target's tokenizer needs more than it has
+    (about 10k tokens)."""
+    if depth <= 0:
+        return prompt
+    text = eng.tokenize(depth_corpus(), add_special=False)
+    pre = (text * (depth // max(1, len(text)) + 1))[:depth]
+    toks = eng.tokenize(prompt)
+    lead = eng.tokenize("", add_special=True)
+    n_lead = len(lead) if toks[:len(lead)] == lead else 0
+    return toks[:n_lead] + pre + toks[n_lead:]

@@ -42,14 +42,15 @@ class CostModel:
         whose trees put ``branches`` rows per depth into the verify pass."""
         return CostModel(list(self.c), self.t1_s, draft, branches)
 
-    def pass_cost(self, k: int) -> float:
-        n = 1 + k * self.branches
+    def c_at(self, n: int) -> float:
+        """c(n), extrapolated linearly from the last two measured points past them."""
         if n <= len(self.c):
-            cn = self.c[n - 1]
-        else:  # extrapolate linearly from the last two points
-            slope = self.c[-1] - self.c[-2] if len(self.c) > 1 else 1.0
-            cn = self.c[-1] + slope * (n - len(self.c))
-        return cn + k * self.draft
+            return self.c[max(1, n) - 1]
+        slope = self.c[-1] - self.c[-2] if len(self.c) > 1 else 1.0
+        return self.c[-1] + slope * (n - len(self.c))
+
+    def pass_cost(self, k: int) -> float:
+        return self.c_at(1 + k * self.branches) + k * self.draft
 
     def speedup_bound(self, tau: float, k: int) -> float:
         """The speed bound of a drafter with acceptance tau at draft length k."""

@@ -182,6 +182,9 @@ class Engine:
         #: seconds spent inside llama.cpp's decode (target and MTP contexts): the
         #: rest of a generation's time is the host-side loop's overhead
         self.compute_s = 0.0
+        #: target rows decoded after prefill (the verify batches' rows: the bench's
+        #: bound prices each pass at c(rows it actually verified))
+        self.target_rows = 0
         if opts.exact_level is None:
             from .smoke import exact_level
 
@@ -313,6 +316,8 @@ class Engine:
         self._set_invariant(self.opts.exact and not prefill)
         self.batch.fill(tokens, pos0, outputs)
         self._run(self.ctx, self.batch, "target")
+        if not prefill:
+            self.target_rows += len(tokens)
 
     def target_decode_rows(self, rows) -> None:
         """Run the target over general rows (token, pos, seq_ids, output) in one batch."""
@@ -320,6 +325,7 @@ class Engine:
         self._set_invariant(self.opts.exact)
         self.batch.fill_rows(rows)
         self._run(self.ctx, self.batch, "target")
+        self.target_rows += len(rows)
 
     def target_logits(self, i: int) -> np.ndarray:
         """Logits of batch row ``i`` of the last target decode (a view; copy to keep)."""

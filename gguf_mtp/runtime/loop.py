@@ -57,6 +57,7 @@ class GenerationStats:
     tree_nodes: int = 0          # draft-tree nodes verified (tree drafters)
     accepted: list[int] = field(default_factory=list)   # per pass: accepted draft tokens
     drafted: list[int] = field(default_factory=list)    # per pass: drafted tokens
+    rows: list[int] = field(default_factory=list)       # per pass: target rows verified
 
     @property
     def tokens_per_s(self) -> float:
@@ -205,6 +206,7 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
             drafts = proposal.tokens
 
             b = clock()
+            r0 = eng.target_rows
             tree = proposal.tree
             if tree is not None:
                 # one target choice per visited node, in emission order (see tree.py: lossless)
@@ -225,6 +227,7 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
                 pending = []
             st.target_s += clock() - b
             st.target_passes += 1
+            st.rows.append(eng.target_rows - r0)
             st.drafted.append(n_drafted)
             st.accepted.append(n_acc)
             if auto:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gguf_mtp.bench.config import BenchConfig
-from gguf_mtp.bench.run import plan
+from gguf_mtp.bench.run import plan, skipped
 
 def _fake_results():
     rows = []
@@ -23,9 +23,6 @@ def _fake_results():
             "cost": {"q8_0": {"c": [1.0, 1.3, 1.6], "t1_ms": 4.0, "mtp_step": 0.5}}}
 
 
-@pytest.mark.slow
-
-
 def test_plan_covers_every_quant_drafter_and_head_type():
     cfg = BenchConfig()
     items = plan(cfg)
@@ -35,6 +32,9 @@ def test_plan_covers_every_quant_drafter_and_head_type():
             for k in cfg.drafts:
                 assert (q, "q8_0", d, k) in seen
         assert (q, "q8_0", "eagle-tree", 3) in seen and (q, "q8_0", "medusa", 3) in seen
+        assert (q, "q8_0", "mtp-tree", 3) in seen and (q, "q8_0", "auto", 0) in seen
+        for k in cfg.drafts:
+            assert (q, "q8_0", "ngram-tree", k) in seen
         for h in ("f16", "q4_0"):                          # the head-type sweep
             assert (q, h, "mtp-cv", 3) in seen
     families = {(it["quant"], it["family"]) for it in items}
@@ -59,3 +59,21 @@ def test_report_tables_and_plots(tmp_path):
     paths = report.plots(res, tmp_path)
     assert [p.name for p in paths] == ["tokens_per_s.png", "tau_vs_draft.png", "speedup_vs_bound.png"]
     assert all(p.stat().st_size > 5000 for p in paths)
+
+
+def test_plan_for_a_quantized_file_as_it_is():
+    """--quants source: drafters that train heads need a high-precision target;
+    they are listed with the reason, every other drafter runs on the file."""
+    cfg = BenchConfig(quants=("source",))
+    keys = {r.key for it in plan(cfg) for r in it["runs"]}
+    assert keys == {"auto", "ngram", "ngram-tree", "mtp", "mtp-cv", "mtp-tree"}
+    assert set(skipped(cfg)) == {"fastmtp", "eagle", "eagle-tree", "medusa"}
+
+
+def test_plan_for_a_target_without_mtp():
+    cfg = BenchConfig(quants=("source",))
+    keys = {r.key for it in plan(cfg, n_nextn=0) for r in it["runs"]}
+    assert keys == {"auto", "ngram", "ngram-tree"}
+    why = skipped(cfg, n_nextn=0)
+    assert why["mtp"] == why["upstream"] == "the target has no MTP layer"
+    assert "chains 2" in skipped(BenchConfig(), n_nextn=2)["mtp-tree"]
