@@ -67,62 +67,117 @@ class GGUFHeader:
     version: int = 3
 
 
+class GGUFError(ValueError):
+    """A file that is not the GGUF its header says it is (bad magic, a length or
+    count that runs past the end of the file, a tensor outside the data section)."""
+
+
+#: ggml's GGML_MAX_DIMS
+MAX_DIMS = 4
+
+
 def read_header(path: str | Path, keep_array: int = 64) -> GGUFHeader:
+    """Parse the header of ``path``. Every length and count is checked against
+    the bytes left in the file before it is used, so a corrupt header gives a
+    :class:`GGUFError` naming the file and the offset, never a huge allocation."""
+    import os
     import struct
 
     def unpack(f, fmt):
         size = struct.calcsize(fmt)
         raw = f.read(size)
         if len(raw) != size:
-            raise ValueError(f"{path}: truncated GGUF header")
+            raise GGUFError(f"{path}: truncated GGUF header (ends at byte {f.tell()})")
         return struct.unpack(fmt, raw)[0]
 
-    def string(f):
-        return f.read(unpack(f, "<Q")).decode("utf-8", errors="replace")
+    def need(f, n: int, what: str) -> None:
+        if n > file_size - f.tell():
+            raise GGUFError(f"{path}: {what} needs {n} bytes at offset {f.tell()}, but the file ends at byte "
+                            f"{file_size}: truncated or corrupt")
+
+    def string(f, what="string"):
+        n = unpack(f, "<Q")
+        need(f, n, what)
+        return f.read(n).decode("utf-8", errors="replace")
 
     def value(f, vtype):
         if vtype == _STRING:
             return string(f)
         if vtype == _ARRAY:
             etype, n = unpack(f, "<I"), unpack(f, "<Q")
+            # the least every element takes: its scalar size, a string's 8-byte length, an array's 12 bytes
+            least = struct.calcsize(_SCALARS[etype]) if etype in _SCALARS else 8 if etype == _STRING else 12 \
+                if etype == _ARRAY else None
+            if least is None:
+                raise GGUFError(f"{path}: unknown GGUF array element type {etype} at offset {f.tell() - 12}")
+            need(f, n * least, f"an array of {n} elements")
             if n <= keep_array:
                 return [value(f, etype) for _ in range(n)]
             if etype == _STRING:
                 for _ in range(n):
-                    f.seek(unpack(f, "<Q"), 1)
+                    k = unpack(f, "<Q")
+                    need(f, k, "string")
+                    f.seek(k, 1)
             elif etype in _SCALARS:
-                f.seek(n * struct.calcsize(_SCALARS[etype]), 1)
+                f.seek(n * least, 1)
             else:
                 for _ in range(n):
                     value(f, etype)
             return _ArrayLen(n)
         if vtype not in _SCALARS:
-            raise ValueError(f"{path}: unknown GGUF value type {vtype}")
+            raise GGUFError(f"{path}: unknown GGUF value type {vtype} at offset {f.tell() - 4}")
         return unpack(f, _SCALARS[vtype])
 
     with open(path, "rb") as f:
+        file_size = os.fstat(f.fileno()).st_size
         if f.read(4) != b"GGUF":
-            raise ValueError(f"{path}: not a GGUF file (bad magic)")
+            raise GGUFError(f"{path}: not a GGUF file (bad magic)")
         version = unpack(f, "<I")
-        if version < 2:
-            raise ValueError(f"{path}: GGUF version {version} is not supported")
+        if version < 2 or version > 3:
+            raise GGUFError(f"{path}: GGUF version {version} is not supported")
         n_tensors, n_kv = unpack(f, "<Q"), unpack(f, "<Q")
+        need(f, n_kv * 12, f"a table of {n_kv} key/values")         # key length + value type, at least
         kv, spans = {}, {}
         for _ in range(n_kv):
             start = f.tell()
-            key = string(f)
+            key = string(f, "a key")
             vtype = unpack(f, "<I")
             kv[key] = value(f, vtype)
             spans[key] = (vtype, start, f.tell())
+        need(f, n_tensors * 24, f"a table of {n_tensors} tensors")  # name length, dims, type, offset
         tensors = []
         for _ in range(n_tensors):
-            name = string(f)
+            name = string(f, "a tensor name")
             n_dims = unpack(f, "<I")
+            if not 1 <= n_dims <= MAX_DIMS:
+                raise GGUFError(f"{path}: tensor {name!r} has {n_dims} dimensions (ggml allows 1..{MAX_DIMS})")
             shape = tuple(unpack(f, "<Q") for _ in range(n_dims))
             tensors.append((name, shape, unpack(f, "<I"), unpack(f, "<Q")))
-        align = int(kv.get("general.alignment", 32))
+        align = kv.get("general.alignment", 32)
+        if not isinstance(align, int) or align <= 0 or align & (align - 1):
+            raise GGUFError(f"{path}: general.alignment {align!r} is not a power of two")
         data_offset = -(-f.tell() // align) * align
     return GGUFHeader(kv, tensors, data_offset, spans, version)
+
+
+def check_tensor_data(path: str | Path, header: GGUFHeader) -> None:
+    """Every tensor has a known type and a shape whose data lies inside the file."""
+    import os
+
+    import gguf
+
+    size = os.path.getsize(path)
+    for name, shape, gtype, offset in header.tensors:
+        if gtype not in gguf.GGML_QUANT_SIZES:
+            raise GGUFError(f"{path}: tensor {name!r} has unknown ggml type {gtype}")
+        block = gguf.GGML_QUANT_SIZES[gtype][0]
+        if shape[0] % block:
+            raise GGUFError(f"{path}: tensor {name!r} of type {gguf.GGMLQuantizationType(gtype).name} has "
+                            f"{shape[0]} columns, not a multiple of its block size {block}")
+        end = header.data_offset + offset + tensor_nbytes(shape, gtype)
+        if end > size:
+            raise GGUFError(f"{path}: tensor {name!r} needs bytes up to {end}, but the file ends at byte {size}: "
+                            "truncated or corrupt")
 
 
 class _ArrayLen(int):
@@ -178,6 +233,7 @@ def read_summary(path: str | Path) -> GGUFSummary:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     h = read_header(path)
+    check_tensor_data(path, h)
     arch = h.kv.get("general.architecture", "?")
     n_blocks = int(h.kv.get(arch_key(Keys.LLM.BLOCK_COUNT, arch), 0))
     n_nextn = int(h.kv.get(arch_key(Keys.LLM.NEXTN_PREDICT_LAYERS, arch), 0))
