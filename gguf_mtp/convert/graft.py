@@ -17,7 +17,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..gguf.constants import Keys, arch_key
+import numpy as np
+
+from ..gguf.constants import Keys, ValueType, arch_key
+from ..gguf.inspect import read_array
 from ..gguf.writer import UINT32, SourceFile, Tensor, encode_kv, write_gguf
 
 _BLK = re.compile(r"^blk\.(\d+)\.")
@@ -91,10 +94,21 @@ def check_compatible(base: SourceFile, heads: SourceFile) -> tuple[_Layout, _Lay
         if not key.startswith(f"{arch}.") or key in structural or key not in bkv:
             continue
         bval = bkv[key]
-        if isinstance(hval, list) and len(hval) == h.n_blocks:
-            per_layer.add(key)
-            if isinstance(bval, list) and bval[:b.n_trunk] != hval[:h.n_trunk]:
-                problems.append(f"{key}: the trunk layers' values differ")
+        # arrays are compared element by element at any length (the header keeps
+        # only the length of one past 64 entries: models with 64+ layers)
+        ha = read_array(heads.path, key, heads.header)
+        if ha is not None:
+            ba = read_array(base.path, key, base.header)
+            if len(ha) == h.n_blocks:
+                per_layer.add(key)
+                if ba is None or len(ba) < b.n_trunk or not np.array_equal(ba[:b.n_trunk], ha[:h.n_trunk]):
+                    problems.append(f"{key}: the trunk layers' values differ")
+            elif ba is None or not np.array_equal(ba, ha):
+                problems.append(f"{key}: BASE and HEADS arrays differ")
+            continue
+        if ValueType.ARRAY in (_vtype(base, key), _vtype(heads, key)):       # arrays of strings or arrays
+            if _value_bytes(base, key) != _value_bytes(heads, key):
+                problems.append(f"{key}: BASE and HEADS differ")
             continue
         if bval != hval:
             problems.append(f"{key}: BASE {bval!r}, HEADS {hval!r}")

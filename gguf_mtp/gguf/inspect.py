@@ -204,8 +204,9 @@ def tensor_data(path: str | Path, header: GGUFHeader, name: str) -> bytes:
     raise KeyError(f"{path}: no tensor {name}")
 
 
-def read_int_array(path: str | Path, key: str, header: GGUFHeader | None = None):
-    """An integer array value (any length) as a numpy array, or None if absent."""
+def read_array(path: str | Path, key: str, header: GGUFHeader | None = None):
+    """A scalar array value of any length as a numpy array (None if absent or
+    not a scalar array): what the header keeps only as a length past ``keep_array``."""
     import struct
 
     import numpy as np
@@ -214,16 +215,29 @@ def read_int_array(path: str | Path, key: str, header: GGUFHeader | None = None)
     if key not in h.kv_spans:
         return None
     vtype, start, end = h.kv_spans[key]
+    if vtype != _ARRAY:
+        return None
     with open(path, "rb") as f:
         f.seek(start)
         raw = f.read(end - start)
     at = 8 + len(key.encode()) + 4                   # past the key and the value type
-    if vtype != _ARRAY:
-        raise ValueError(f"{path}: {key} is not an array")
     etype, n = struct.unpack_from("<IQ", raw, at)
-    if etype not in _SCALARS or _SCALARS[etype][1] not in "bBhHiIqQ":
+    if etype not in _SCALARS:
+        return None
+    return np.frombuffer(raw, _SCALARS[etype], count=n, offset=at + 12)
+
+
+def read_int_array(path: str | Path, key: str, header: GGUFHeader | None = None):
+    """An integer array value (any length) as a numpy int64 array, or None if absent."""
+    import numpy as np
+
+    h = header or read_header(path)
+    if key not in h.kv_spans:
+        return None
+    a = read_array(path, key, h)
+    if a is None or a.dtype.kind not in "iu":
         raise ValueError(f"{path}: {key} is not an integer array")
-    return np.frombuffer(raw, _SCALARS[etype], count=n, offset=at + 12).astype(np.int64)
+    return a.astype(np.int64)
 
 
 def read_summary(path: str | Path) -> GGUFSummary:

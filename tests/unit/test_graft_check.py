@@ -1,0 +1,47 @@
+"""graft's compatibility check on models with 64+ layers: per-layer arrays are
+compared element by element, not by their length (the header keeps only the
+length of an array past 64 entries)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gguf_mtp.convert.graft import GraftError, check_compatible
+from gguf_mtp.gguf.writer import SourceFile
+
+
+def _file(path, n_blocks, n_nextn, kv_heads):
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(n_blocks)
+    if n_nextn:
+        w.add_uint32("llama.nextn_predict_layers", n_nextn)
+    w.add_embedding_length(32)
+    w.add_head_count_kv(list(kv_heads))                      # a per-layer array
+    w.add_token_list([f"t{i}" for i in range(80)])
+    w.add_tensor("token_embd.weight", np.zeros((80, 32), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return SourceFile.open(path)
+
+
+def test_70_layer_trunk_with_matching_per_layer_values(tmp_path):
+    kv = [8 if i % 2 else 4 for i in range(70)]
+    base = _file(tmp_path / "base.gguf", 70, 0, kv)
+    heads = _file(tmp_path / "heads.gguf", 71, 1, kv + [4])
+    b, h, per_layer = check_compatible(base, heads)
+    assert (b.n_trunk, h.n_nextn) == (70, 1) and per_layer == {"llama.attention.head_count_kv"}
+
+
+def test_70_layer_trunk_with_a_differing_layer_is_refused(tmp_path):
+    kv = [8] * 70
+    other = list(kv)
+    other[66] = 2                                            # past the 64 entries the header keeps
+    base = _file(tmp_path / "base.gguf", 70, 0, kv)
+    heads = _file(tmp_path / "heads.gguf", 71, 1, other + [8])
+    with pytest.raises(GraftError, match="head_count_kv: the trunk layers' values differ"):
+        check_compatible(base, heads)
