@@ -126,12 +126,11 @@ def stitch_cmd(target, heads, out, head_type, as_json, quiet):
     the MTP tensors replaced (the converter's transforms applied again, e.g.
     Qwen's 1 + w norms or DeepSeek's kv_b split; matrices quantized to
     --head-type)."""
-    from ..heads.mtp import HeadsError
-    from ..heads.stitch import StitchError, stitch
+    from ..heads.stitch import stitch
 
     try:
         r = stitch(target, heads, out, head_type=head_type, progress=not quiet)
-    except (StitchError, HeadsError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:       # StitchError, HeadsError, GGUFError; unreadable files
         raise click.ClickException(str(e))
     if as_json:
         click.echo(json.dumps({"path": str(r.path), "types": r.types}, indent=2))

@@ -240,6 +240,32 @@ def read_int_array(path: str | Path, key: str, header: GGUFHeader | None = None)
     return a.astype(np.int64)
 
 
+def target_fingerprint(path: str | Path, header: GGUFHeader | None = None) -> dict:
+    """What heads and training data must share with the model they were made for:
+    architecture, hidden size, vocabulary size and a SHA-256 of the token list."""
+    import hashlib
+
+    h = header or read_header(path)
+    arch = h.kv.get("general.architecture", "?")
+    out = {"arch": arch, "n_embd": h.kv.get(arch_key(Keys.LLM.EMBEDDING_LENGTH, arch))}
+    tok = "tokenizer.ggml.tokens"
+    if tok in h.kv_spans:
+        _, start, end = h.kv_spans[tok]
+        with open(path, "rb") as f:
+            f.seek(start)
+            raw = f.read(end - start)
+        v = h.kv[tok]
+        out["n_vocab"] = len(v) if isinstance(v, list) else int(v)
+        out["vocab_sha256"] = hashlib.sha256(raw).hexdigest()
+    return out
+
+
+def fingerprint_mismatch(mine: dict, theirs: dict) -> list[str]:
+    """The fields two fingerprints both have and disagree on."""
+    return [f"{k}: {mine[k]!r} vs {theirs[k]!r}" for k in ("arch", "n_embd", "n_vocab", "vocab_sha256")
+            if k in mine and k in theirs and mine[k] != theirs[k]]
+
+
 def read_summary(path: str | Path) -> GGUFSummary:
     import gguf
 

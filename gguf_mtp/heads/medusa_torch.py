@@ -16,7 +16,6 @@ A heads directory holds ``heads.safetensors`` (``medusa.w`` [K, L, n, n],
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -111,25 +110,22 @@ def load_medusa(target: str | Path) -> MedusaModule:
 
 
 def save_medusa(out_dir: str | Path, module: MedusaModule, source: str | Path, extra: dict | None = None) -> Path:
-    from safetensors.torch import save_file
+    from .mtp import write_heads_dir
 
-    from .mtp import HEADS_FILE, HEADS_META
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tensors = {"medusa.w": module.w.detach().float().cpu().contiguous(),
                "medusa.b": module.b.detach().float().cpu().contiguous()}
     if module.output is not None:
         tensors["medusa.output"] = module.output.detach().float().cpu().contiguous()
-    save_file(tensors, str(out / HEADS_FILE))
     meta = {"kind": KIND, "n_heads": module.n_heads, "n_layers": int(module.w.shape[1]),
             "n_embd": int(module.w.shape[-1]), "init": module.init, "source_gguf": str(source)}
     meta.update(extra or {})
-    (out / HEADS_META).write_text(json.dumps(meta, indent=2) + "\n")
-    return out
+    return write_heads_dir(out_dir, tensors, meta, source)
 
 
 def medusa_from_dir(state: dict[str, torch.Tensor], meta: dict) -> MedusaHeads:
+    missing = {"medusa.w", "medusa.b"} - set(state)
+    if missing:
+        raise HeadsError(f"Medusa heads directory without {sorted(missing)}")
     out = state.get("medusa.output")
     return MedusaHeads(state["medusa.w"].numpy(), state["medusa.b"].numpy(),
                        out.numpy() if out is not None else None, init="trained",

@@ -218,30 +218,72 @@ def freeze_shared(module: nn.Module) -> None:
 def save_heads(out_dir: str | Path, state: dict[str, torch.Tensor], layout: GGUFLayout, source: str | Path,
                extra: dict | None = None) -> Path:
     """Write a heads directory: ``heads.safetensors`` + ``heads.json``."""
-    from safetensors.torch import save_file
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in state.items()}
     expected = state_names(layout)
     if set(tensors) != expected:
         raise HeadsError(f"heads state mismatch: missing {sorted(expected - set(tensors))}, "
                          f"unexpected {sorted(set(tensors) - expected)}")
-    save_file(tensors, str(out / HEADS_FILE))
     meta = {"arch": layout.arch, "n_trunk": layout.n_trunk, "n_heads": layout.n_heads,
             "config": layout.config, "source_gguf": str(source), "tensor_types": layout.tensor_types}
     meta.update(extra or {})
-    (out / HEADS_META).write_text(json.dumps(meta, indent=2) + "\n")
+    return write_heads_dir(out_dir, tensors, meta, source)
+
+
+def write_heads_dir(out_dir: str | Path, tensors: dict[str, torch.Tensor], meta: dict, source: str | Path) -> Path:
+    """Write ``heads.safetensors`` then ``heads.json``, each to a temporary name
+    renamed into place (a killed write never leaves a half file under the real
+    name). ``heads.json`` records the SHA-256 of the tensors file, so a pair from
+    two different saves (killed between the renames) is refused on reading, and
+    the fingerprint of the model they were made for (``source``)."""
+    import hashlib
+    import os
+
+    from safetensors.torch import save_file
+
+    from ..gguf.inspect import target_fingerprint
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{HEADS_FILE}.{os.getpid()}.tmp"
+    save_file(tensors, str(tmp))
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    os.replace(tmp, out / HEADS_FILE)
+    meta = {**meta, "heads_sha256": digest}
+    if Path(source).is_file():
+        meta["target"] = target_fingerprint(source)
+    tmp = out / f".{HEADS_META}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, out / HEADS_META)
     return out
 
 
 def read_heads_dir(heads_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    from safetensors.torch import load_file
+    """The tensors and metadata of a heads directory, checked: a corrupt or
+    mismatched pair gives a HeadsError naming the file, never a traceback."""
+    import hashlib
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load
 
     d = Path(heads_dir)
     if not (d / HEADS_FILE).is_file() or not (d / HEADS_META).is_file():
         raise HeadsError(f"{d}: not a heads directory (needs {HEADS_FILE} and {HEADS_META})")
-    return load_file(str(d / HEADS_FILE)), json.loads((d / HEADS_META).read_text())
+    try:
+        meta = json.loads((d / HEADS_META).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HeadsError(f"{d / HEADS_META}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise HeadsError(f"{d / HEADS_META}: not a JSON object")
+    raw = (d / HEADS_FILE).read_bytes()
+    want = meta.get("heads_sha256")
+    if want is not None and hashlib.sha256(raw).hexdigest() != want:
+        raise HeadsError(f"{d}: {HEADS_FILE} is not the file {HEADS_META} was written with (an interrupted "
+                         "save or a corrupt file): rerun the command that made it")
+    try:
+        state = load(raw)
+    except (SafetensorError, ValueError, OSError) as e:
+        raise HeadsError(f"{d / HEADS_FILE}: not a readable safetensors file ({e})") from None
+    return state, meta
 
 
 __all__ = [
@@ -258,6 +300,7 @@ __all__ = [
     "read_layout",
     "rules",
     "save_heads",
+    "write_heads_dir",
     "state_names",
     "to_gguf_arrays",
 ]

@@ -146,3 +146,40 @@ def test_the_same_command_runs_under_accelerate_launch(distilled, default_gguf, 
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == [1, 2]
     assert (out / "heads.safetensors").exists()
+
+
+@pytest.mark.parametrize("damage", ["json", "truncated", "swapped", "other-model", "bad-target"])
+def test_stitch_on_damaged_inputs_is_one_clear_line(default_gguf, tmp_path, damage):
+    """Corrupt heads.json, a cut or swapped heads.safetensors, heads of another
+    model, a target that is not a GGUF: one line naming the file, no traceback, no output."""
+    from gguf_mtp.heads.mtp import load_heads, save_heads
+
+    target = default_gguf("f32")
+    h = load_heads(target)
+    d = save_heads(tmp_path / "h", h.state(), h.layout, target)
+    meta = json.loads((d / "heads.json").read_text())
+    assert meta["target"]["n_vocab"] > 0 and len(meta["heads_sha256"]) == 64
+    if damage == "json":
+        (d / "heads.json").write_text("{not json")
+        want = "not valid JSON"
+    elif damage == "truncated":
+        raw = (d / "heads.safetensors").read_bytes()
+        (d / "heads.safetensors").write_bytes(raw[: len(raw) // 2])
+        want = "is not the file heads.json was written with"
+    elif damage == "swapped":                      # killed between the two renames of a later save
+        meta["heads_sha256"] = "0" * 64
+        (d / "heads.json").write_text(json.dumps(meta))
+        want = "is not the file heads.json was written with"
+    elif damage == "other-model":
+        meta["target"]["vocab_sha256"] = "f" * 64
+        (d / "heads.json").write_text(json.dumps(meta))
+        want = "trained for another model"
+    else:
+        bad = tmp_path / "bad.gguf"
+        bad.write_bytes(b"GGUX" + target.read_bytes()[4:4096])
+        target, want = bad, "bad magic"
+    out = tmp_path / "o.gguf"
+    r = CliRunner().invoke(main, ["stitch", str(target), str(d), str(out), "-q"])
+    assert r.exit_code == 1 and want in r.output, r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob(".o.gguf*"))
