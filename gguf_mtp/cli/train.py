@@ -42,9 +42,11 @@ def distill_data(target, prompts, out, max_tokens, temp, top_p, top_k, seed, top
                         topk_logits=topk_logits, shard_size=shard_size, max_prompts=max_prompts,
                         hidden_dtype=hidden_dtype, n_ctx=n_ctx, n_threads=threads, n_gpu_layers=n_gpu_layers,
                         progress=not quiet)
+    from ..runtime.engine import RuntimeErrorLlama
+
     try:
         r = distill(cfg)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError, RuntimeErrorLlama) as e:
         raise click.ClickException(str(e))
     click.echo(f"{r.out}: {r.n_sequences} sequences, {r.n_tokens} tokens "
                f"({len(r.shards)} shard(s) written, {r.skipped_shards} already there)")

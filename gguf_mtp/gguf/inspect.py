@@ -240,7 +240,7 @@ def read_int_array(path: str | Path, key: str, header: GGUFHeader | None = None)
     return a.astype(np.int64)
 
 
-def target_fingerprint(path: str | Path, header: GGUFHeader | None = None) -> dict:
+def model_fingerprint(path: str | Path, header: GGUFHeader | None = None) -> dict:
     """What heads and training data must share with the model they were made for:
     architecture, hidden size, vocabulary size and a SHA-256 of the token list."""
     import hashlib

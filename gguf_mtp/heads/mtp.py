@@ -240,7 +240,7 @@ def write_heads_dir(out_dir: str | Path, tensors: dict[str, torch.Tensor], meta:
 
     from safetensors.torch import save_file
 
-    from ..gguf.inspect import target_fingerprint
+    from ..gguf.inspect import model_fingerprint
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -250,7 +250,7 @@ def write_heads_dir(out_dir: str | Path, tensors: dict[str, torch.Tensor], meta:
     os.replace(tmp, out / HEADS_FILE)
     meta = {**meta, "heads_sha256": digest}
     if Path(source).is_file():
-        meta["target"] = target_fingerprint(source)
+        meta["target"] = model_fingerprint(source)
     tmp = out / f".{HEADS_META}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(tmp, out / HEADS_META)

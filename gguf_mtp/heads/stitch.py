@@ -49,9 +49,9 @@ def stitch(target: str | Path, heads_dir: str | Path, out: str | Path, *, head_t
     if out.resolve() == src.path.resolve():
         raise StitchError(f"{out}: write to a new file, not over the target")
     state, meta = read_heads_dir(heads_dir)
-    from ..gguf.inspect import fingerprint_mismatch, target_fingerprint
+    from ..gguf.inspect import fingerprint_mismatch, model_fingerprint
 
-    wrong = fingerprint_mismatch(target_fingerprint(src.path, src.header), meta.get("target", {}))
+    wrong = fingerprint_mismatch(model_fingerprint(src.path, src.header), meta.get("target", {}))
     if wrong:
         raise StitchError(f"the heads in {heads_dir} were trained for another model than TARGET {src.path} "
                           f"(TARGET vs heads: {'; '.join(wrong)})")

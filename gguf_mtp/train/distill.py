@@ -64,7 +64,7 @@ class DistillConfig:
     def identity(self) -> dict:
         """The settings that must match for a resumed run to continue a directory."""
         keys = ("max_tokens", "temperature", "top_p", "top_k", "seed", "topk_logits", "shard_size",
-                "hidden_dtype", "add_special")
+                "hidden_dtype", "add_special", "n_ctx")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -77,7 +77,7 @@ class DistillResult:
     skipped_shards: int = 0
 
 
-def target_fingerprint(path: str | Path) -> dict:
+def file_fingerprint(path: str | Path) -> dict:
     """Size and sha256 of the first and last MiB: cheap, and enough to tell files apart."""
     p = Path(path)
     size = p.stat().st_size
@@ -96,9 +96,35 @@ def _write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def check_data_for(data: str | Path, target: str | Path) -> dict:
+    """The manifest of DATA, after checking it was distilled from a model with
+    TARGET's architecture, hidden size and vocabulary (any quant level of it)."""
+    from ..gguf.inspect import fingerprint_mismatch
+    from ..gguf.inspect import model_fingerprint
+
+    manifest = read_manifest(data)
+    if manifest is None:
+        raise FileNotFoundError(f"{data}: no manifest.json (write it with gguf-mtp distill-data)")
+    theirs = manifest.get("model") or {k: manifest[k] for k in ("arch", "n_embd", "n_vocab") if k in manifest}
+    wrong = fingerprint_mismatch(model_fingerprint(target), theirs)
+    if wrong:
+        made = (manifest.get("target") or {}).get("name", "another model")
+        raise ValueError(f"{data} was distilled from {made}, not from a model like TARGET {target} "
+                         f"(TARGET vs data: {'; '.join(wrong)})")
+    return manifest
+
+
 def read_manifest(out: str | Path) -> dict | None:
     p = Path(out) / MANIFEST
-    return json.loads(p.read_text()) if p.is_file() else None
+    if not p.is_file():
+        return None
+    try:
+        m = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{p}: not valid JSON ({e}); delete the directory and distill again") from None
+    if not isinstance(m, dict) or not isinstance(m.get("shards", []), list):
+        raise ValueError(f"{p}: not a distill-data manifest")
+    return m
 
 
 def _topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -154,14 +180,26 @@ def distill(cfg: DistillConfig) -> DistillResult:
         raise ValueError(f"hidden_dtype must be 'f16' or 'f32', got {cfg.hidden_dtype!r}")
     if cfg.topk_logits < 1 or cfg.shard_size < 1 or cfg.max_tokens < 1:
         raise ValueError("topk_logits, shard_size and max_tokens must be >= 1")
+    from ..gguf.constants import Keys, arch_key
+    from ..gguf.inspect import read_header
+    from ..gguf.inspect import model_fingerprint
+
+    header = read_header(cfg.target)
+    arch = header.kv.get("general.architecture", "?")
+    if not int(header.kv.get(arch_key(Keys.LLM.NEXTN_PREDICT_LAYERS, arch), 0) or 0):
+        raise ValueError(f"{cfg.target}: has no MTP layers; distill-data records the hidden states MTP heads "
+                         "read, so give it a file with heads (gguf-mtp retrofit, or graft initial heads first)")
     prompts = load_prompts(cfg.prompts)
+    # what the prompts were: a rerun with another prompt file must not extend this data
+    prompts_sha = hashlib.sha256("\0".join(prompts).encode()).hexdigest()[:32]
     if cfg.max_prompts is not None:
         prompts = prompts[:cfg.max_prompts]
     if not prompts:
         raise ValueError(f"{cfg.prompts}: no prompts")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    fingerprint = target_fingerprint(cfg.target)
+    fingerprint = file_fingerprint(cfg.target)
+    identity = {**cfg.identity(), "prompts_sha256": prompts_sha}
 
     manifest = read_manifest(out)
     if manifest is not None:
@@ -170,13 +208,17 @@ def distill(cfg: DistillConfig) -> DistillResult:
             problems.append(f"format {manifest.get('format')!r}")
         if manifest.get("target") != fingerprint:
             problems.append("a different target GGUF")
-        if manifest.get("settings") != cfg.identity():
-            problems.append(f"different settings {manifest.get('settings')}")
+        if manifest.get("settings") != identity:
+            old = manifest.get("settings") or {}
+            diff = sorted(k for k in {*old, *identity} if old.get(k) != identity.get(k))
+            problems.append("different settings (" + ", ".join(
+                f"{k}: {old.get(k)!r} then, {identity.get(k)!r} now" for k in diff) + ")")
         if problems:
             raise ValueError(f"{out}: holds data made with " + "; ".join(problems)
                              + " — use another --out directory")
     else:
-        manifest = {"format": FORMAT, "target": fingerprint, "settings": cfg.identity(), "shards": []}
+        manifest = {"format": FORMAT, "target": fingerprint, "settings": identity, "shards": []}
+    manifest["model"] = model_fingerprint(cfg.target, header)
 
     n_shards = -(-len(prompts) // cfg.shard_size)
 

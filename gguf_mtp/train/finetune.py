@@ -232,6 +232,9 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
 
     from ..heads.mtp import load_heads, save_heads
 
+    from .distill import check_data_for
+
+    check_data_for(cfg.data, cfg.target)     # before anything is written: data of another model trains nothing
     acc = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
     set_seed(cfg.seed)
     out = Path(cfg.out)

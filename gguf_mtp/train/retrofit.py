@@ -283,7 +283,7 @@ def _identity(cfg: RetrofitConfig) -> dict:
     """What a work directory's finished stages depend on."""
     import hashlib
 
-    from .distill import target_fingerprint
+    from .distill import file_fingerprint
     from .prompts import DEFAULT_PROMPTS_DIR, load_prompts
 
     prompts = load_prompts(cfg.prompts or DEFAULT_PROMPTS_DIR)[:cfg.max_prompts]
@@ -292,7 +292,7 @@ def _identity(cfg: RetrofitConfig) -> dict:
              "warmup_steps": cfg.warmup_steps, "n_predict": cfg.n_predict, "seed": cfg.seed}
     if cfg.train_vocab:
         train["train_vocab"] = cfg.train_vocab
-    return {"target": target_fingerprint(cfg.target), "head_type": cfg.head_type,
+    return {"target": file_fingerprint(cfg.target), "head_type": cfg.head_type,
             "data": {"prompts": digest, "max_prompts": cfg.max_prompts, "max_tokens": cfg.max_tokens},
             "train": train}
 

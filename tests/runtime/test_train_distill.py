@@ -79,3 +79,35 @@ def test_distill_resumes_after_an_interrupt(default_gguf, tmp_path):
     assert more.shards == ["shard-00002.safetensors"] and more.n_sequences == 6
     with pytest.raises(ValueError, match="different settings"):
         distill(DistillConfig(**{**cfg.__dict__, "max_tokens": 9}))
+    # another prompt file or another context size must not extend this data
+    other = tmp_path / "other.txt"
+    other.write_text("def f(x):\nclass A:\nimport os\nwhile True:\nfor i in x:\n")
+    with pytest.raises(ValueError, match="prompts_sha256"):
+        distill(DistillConfig(**{**cfg.__dict__, "prompts": str(other)}))
+    with pytest.raises(ValueError, match="n_ctx: 2048 then, 1024 now"):
+        distill(DistillConfig(**{**cfg.__dict__, "n_ctx": 1024}))
+
+
+def test_distill_refuses_a_target_without_mtp_before_writing(smollm2_gguf, tmp_path):
+    out = tmp_path / "d"
+    r = CliRunner().invoke(main, ["distill-data", str(smollm2_gguf), "--out", str(out), "--max-prompts", "2", "-q"])
+    assert r.exit_code == 1 and "has no MTP layers" in r.output, r.output
+    assert "Traceback" not in r.output and not out.exists()
+
+
+def test_finetune_refuses_data_of_another_model(default_gguf, tmp_path):
+    from pathlib import Path
+
+    cfg = DistillConfig(target=str(default_gguf("q8_0")), prompts=str(DEFAULT_PROMPTS_DIR), out=str(tmp_path / "d"),
+                        max_tokens=8, max_prompts=2, shard_size=2, n_threads=2, progress=False)
+    distill(cfg)
+    smol_heads = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "smollm2_135m_mtp_heads_q8_0.gguf"
+    out = tmp_path / "heads"
+    r = CliRunner().invoke(main, ["finetune", str(tmp_path / "d"), str(smol_heads), "--out", str(out),
+                                  "--steps", "1", "--cpu", "-q"])
+    assert r.exit_code == 1 and "was distilled from" in r.output and "n_vocab" in r.output, r.output
+    assert not out.exists()
+    # the same model at another quant level is fine
+    from gguf_mtp.train.distill import check_data_for
+
+    assert check_data_for(tmp_path / "d", default_gguf("q4_0"))["model"]["n_vocab"] > 0
