@@ -12,10 +12,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..gguf.writer import partial_file
 from .archs import MTPArch, arch_for
 from .hf_checkpoint import Checkpoint, load_checkpoint
 
@@ -81,7 +81,20 @@ def check_input(model_dir: str | Path, opts: ConvertOptions) -> tuple[Checkpoint
         raise ConversionError(f"--head-type {opts.head_type!r}: choose one of {', '.join(HEAD_TYPES)}")
     ck = load_checkpoint(model_dir)
     arch = arch_for(ck.architecture)
+    cfg_file = ck.directory / "config.json"
+    text = arch.text_config(ck.config)
+    for key in ("num_hidden_layers", "hidden_size"):
+        v = text.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ConversionError(f"{cfg_file}: {key} must be a positive integer, got {v!r}")
+    declared = text.get(arch.mtp_layers_key)
+    if declared is not None and (not isinstance(declared, int) or isinstance(declared, bool) or declared < 0):
+        raise ConversionError(f"{cfg_file}: {arch.mtp_layers_key} must be a non-negative integer, got {declared!r}")
     n_mtp = arch.n_mtp_layers(ck.config, ck.tensors)
+    found = arch.mtp_layer_indices(ck.tensors)
+    if opts.mtp and declared and found and len(found) != declared:
+        raise ConversionError(f"{cfg_file}: {arch.mtp_layers_key} = {declared}, but the weights hold "
+                              f"{len(found)} MTP layer(s) (layers {sorted(found)})")
     has_tensors = any(arch.is_mtp_tensor(n) for n in ck.tensors)
     if opts.mtp and not has_tensors:
         raise ConversionError(
@@ -210,9 +223,8 @@ def convert(model_dir: str | Path, out_path: str | Path, options: ConvertOptions
         print(f"{ck.architecture} -> {arch.gguf_arch}, {what}: reading {len(ck.files)} safetensors "
               f"file(s), {human_bytes(sum(t.nbytes for t in ck.tensors.values()))}, tensor by tensor",
               file=sys.stderr)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    fd, tmp = partial_file(out)
     os.close(fd)
-    tmp = Path(tmp_name)
     try:
         with _converter_logging(opts.verbose), torch.inference_mode():
             model = cls(ck.directory, ftype, tmp, use_temp_file=False, eager=False)

@@ -111,8 +111,7 @@ def write_gguf(out: str | Path, kv_entries: list[bytes], tensors: list[Tensor], 
                      + struct.pack("<IQ", t.gtype, offset))
         offset += -(-t.nbytes // alignment) * alignment
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
-    tmp = Path(tmp_name)
+    fd, tmp = partial_file(out)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(b"GGUF" + struct.pack("<IQQ", GGUF_VERSION, len(tensors), len(kv_entries)))
@@ -163,6 +162,17 @@ def _copy_tensor(t: Tensor, f, bar) -> None:
 #: tensor types gguf-py can encode (stitch, retrofit, Medusa heads): CLI name -> ggml type name
 ENCODABLE_TYPES = {"f32": "F32", "f16": "F16", "bf16": "BF16", "q8_0": "Q8_0", "q5_0": "Q5_0", "q5_1": "Q5_1",
               "q4_0": "Q4_0", "q4_1": "Q4_1"}
+
+
+def partial_file(out: Path) -> tuple[int, Path]:
+    """An open temporary file beside ``out`` (``.OUT.xxxx.partial``), renamed
+    over ``out`` when complete. Partial files of ``out`` that a killed run left
+    are removed first: one writer per output, and the name never passes for
+    the finished file."""
+    for stale in out.parent.glob(f".{out.name}.*.partial"):
+        stale.unlink(missing_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    return fd, Path(name)
 
 
 class GGUFWriteError(ValueError):

@@ -121,6 +121,22 @@ def test_missing_config_json(factory, tmp_path):
         convert(d, tmp_path / "out.gguf")
 
 
+@pytest.mark.parametrize("edit,want", [
+    (lambda c: c.pop("num_hidden_layers"), "num_hidden_layers must be a positive integer, got None"),
+    (lambda c: c.update(hidden_size="wide"), "hidden_size must be a positive integer, got 'wide'"),
+    (lambda c: c.update(mtp_num_hidden_layers=3), "mtp_num_hidden_layers = 3, but the weights hold 1 MTP layer"),
+    (lambda c: c.update(mtp_num_hidden_layers=-1), "mtp_num_hidden_layers must be a non-negative integer"),
+])
+def test_config_that_disagrees_with_itself_or_the_weights(factory, tmp_path, edit, want):
+    d = _copy(factory.checkpoint(), tmp_path / "ck")
+    cfg = json.loads((d / "config.json").read_text())
+    edit(cfg.get("text_config", cfg))
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConversionError, match=want.replace("(", r"\(")):
+        convert(d, tmp_path / "out.gguf")
+    assert not (tmp_path / "out.gguf").exists()
+
+
 def test_unsupported_architecture_lists_supported(factory, tmp_path):
     from gguf_mtp.convert.archs import UnsupportedArchitecture
 

@@ -42,10 +42,8 @@ class MTPArch:
     def is_mtp_tensor(self, name: str) -> bool:
         return name.startswith(self.mtp_prefixes)
 
-    def n_mtp_layers(self, config: dict, tensor_names) -> int:
-        n = int(self.text_config(config).get(self.mtp_layers_key) or 0)
-        if n:
-            return n
+    def mtp_layer_indices(self, tensor_names) -> set[int]:
+        """The ``layers.{i}`` indices the MTP tensors carry (empty where their names have none)."""
         layers = set()
         for name in tensor_names:
             if self.is_mtp_tensor(name):
@@ -54,4 +52,11 @@ class MTPArch:
                     i = parts.index("layers")
                     if i + 1 < len(parts) and parts[i + 1].isdecimal():
                         layers.add(int(parts[i + 1]))
+        return layers
+
+    def n_mtp_layers(self, config: dict, tensor_names) -> int:
+        n = int(self.text_config(config).get(self.mtp_layers_key) or 0)
+        if n:
+            return n
+        layers = self.mtp_layer_indices(tensor_names)
         return len(layers) or (1 if any(self.is_mtp_tensor(n) for n in tensor_names) else 0)
