@@ -257,6 +257,31 @@ def write_heads_dir(out_dir: str | Path, tensors: dict[str, torch.Tensor], meta:
     return out
 
 
+#: heads.json: key -> (type, required for MTP heads, required for Medusa heads)
+_META_SCHEMA = {
+    "arch": (str, True, False), "n_trunk": (int, True, False), "n_heads": (int, True, True),
+    "config": (dict, False, False), "source_gguf": (str, False, False), "tensor_types": (dict, False, False),
+    "heads_sha256": (str, False, False), "target": (dict, False, False), "kind": (str, False, True),
+    "n_layers": (int, False, True), "n_embd": (int, False, True), "init": (str, False, False),
+    "training": (dict, False, False),
+}
+
+
+def _check_meta(path: Path, meta: dict) -> None:
+    medusa = meta.get("kind") == "medusa"
+    for key, (typ, need_mtp, need_medusa) in _META_SCHEMA.items():
+        if key not in meta:
+            if need_medusa if medusa else need_mtp:
+                raise HeadsError(f"{path}: {key!r} is missing")
+            continue
+        v = meta[key]
+        if not isinstance(v, typ) or isinstance(v, bool) or (typ is int and v < (1 if key == "n_heads" else 0)):
+            raise HeadsError(f"{path}: {key!r} is {v!r}, expected {'a positive' if key == 'n_heads' else 'a'} "
+                             f"{typ.__name__}")
+    if "kind" in meta and meta["kind"] != "medusa":
+        raise HeadsError(f"{path}: unknown heads kind {meta['kind']!r}")
+
+
 def read_heads_dir(heads_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """The tensors and metadata of a heads directory, checked: a corrupt or
     mismatched pair gives a HeadsError naming the file, never a traceback."""
@@ -274,6 +299,7 @@ def read_heads_dir(heads_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict
         raise HeadsError(f"{d / HEADS_META}: not valid JSON ({e})") from None
     if not isinstance(meta, dict):
         raise HeadsError(f"{d / HEADS_META}: not a JSON object")
+    _check_meta(d / HEADS_META, meta)
     raw = (d / HEADS_FILE).read_bytes()
     want = meta.get("heads_sha256")
     if want is not None and hashlib.sha256(raw).hexdigest() != want:

@@ -32,12 +32,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 MANIFEST = "manifest.json"
+#: shard file names (a manifest never points outside its directory)
+_SHARD = re.compile(r"shard-\d{5}\.safetensors")
 FORMAT = "gguf-mtp-distill/1"
 
 
@@ -105,6 +108,8 @@ def check_data_for(data: str | Path, target: str | Path) -> dict:
     manifest = read_manifest(data)
     if manifest is None:
         raise FileNotFoundError(f"{data}: no manifest.json (write it with gguf-mtp distill-data)")
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{data}: data format {manifest.get('format')!r}, this version reads {FORMAT!r}")
     theirs = manifest.get("model") or {k: manifest[k] for k in ("arch", "n_embd", "n_vocab") if k in manifest}
     wrong = fingerprint_mismatch(model_fingerprint(target), theirs)
     if wrong:
@@ -122,8 +127,17 @@ def read_manifest(out: str | Path) -> dict | None:
         m = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{p}: not valid JSON ({e}); delete the directory and distill again") from None
-    if not isinstance(m, dict) or not isinstance(m.get("shards", []), list):
-        raise ValueError(f"{p}: not a distill-data manifest")
+    if not isinstance(m, dict) or not isinstance(m.get("shards"), list):
+        raise ValueError(f"{p}: not a distill-data manifest (no list of shards)")
+    for e in m["shards"]:
+        ok = isinstance(e, dict) and isinstance(e.get("file"), str) and _SHARD.fullmatch(e["file"]) and all(
+            isinstance(e.get(k), int) and not isinstance(e.get(k), bool) and e[k] >= 0
+            for k in ("first_prompt", "n_sequences", "n_tokens"))
+        if not ok:
+            raise ValueError(f"{p}: a malformed shard entry {str(e)[:120]}")
+    for key, typ in (("target", dict), ("model", dict), ("settings", dict)):
+        if key in m and not isinstance(m[key], typ):
+            raise ValueError(f"{p}: {key!r} is {m[key]!r}, expected a {typ.__name__}")
     return m
 
 

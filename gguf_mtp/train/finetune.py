@@ -103,6 +103,41 @@ class FinetuneConfig:
 
 # -- data ---------------------------------------------------------------------
 
+#: what a shard holds: name -> number of dimensions (rows are tokens for all but offsets and n_prompt)
+SHARD_TENSORS = {"tokens": 1, "hidden": 2, "topk_values": 2, "topk_indices": 2, "offsets": 1, "n_prompt": 1}
+
+
+def _check_shard(path: str, manifest: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Open a shard and check its tensors agree with each other and with the
+    manifest (hidden width = n_embd, token ids < n_vocab, offsets within the
+    tokens): a damaged shard is a clear error here, not a crash mid-training."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="np") as h:
+            keys = set(h.keys())
+            missing = set(SHARD_TENSORS) - keys
+            if missing:
+                raise ValueError(f"{path}: a distilled shard without {sorted(missing)}")
+            shapes = {k: tuple(h.get_slice(k).get_shape()) for k in SHARD_TENSORS}
+            off, n_prompt, tokens = h.get_tensor("offsets"), h.get_tensor("n_prompt"), h.get_tensor("tokens")
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path}: not a readable shard ({e})") from None
+    n = shapes["tokens"][0] if shapes["tokens"] else -1
+    bad = [k for k, nd in SHARD_TENSORS.items() if len(shapes[k]) != nd]
+    bad += [k for k in ("hidden", "topk_values", "topk_indices") if k not in bad and shapes[k][0] != n]
+    if not bad and manifest.get("n_embd") is not None and shapes["hidden"][1] != manifest["n_embd"]:
+        bad.append(f"hidden width {shapes['hidden'][1]} != n_embd {manifest['n_embd']}")
+    if not bad and (len(off) != len(n_prompt) + 1 or len(off) == 0 or off[0] != 0 or off[-1] != n
+                    or np.any(np.diff(off) < 0) or np.any(n_prompt < 0) or np.any(n_prompt > np.diff(off))):
+        bad.append("offsets / n_prompt")
+    if not bad and len(tokens) and (tokens.min() < 0 or (manifest.get("n_vocab") and tokens.max() >= manifest["n_vocab"])):
+        bad.append("token ids outside the vocabulary")
+    if bad:
+        raise ValueError(f"{path}: a damaged shard ({', '.join(map(str, bad))}); distill it again")
+    return off, n_prompt
+
+
 class WindowDataset(torch.utils.data.Dataset):
     """Windows of ``seq_len`` tokens of the recorded sequences, read lazily
     from the shards (one open handle per shard, slices only)."""
@@ -122,9 +157,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self.windows: list[tuple[int, int, int, int]] = []   # shard, lo, hi, response start (abs)
         self.files = [str(self.dir / e["file"]) for e in manifest["shards"]]
         for s, f in enumerate(self.files):
-            with safe_open(f, framework="np") as h:
-                off = h.get_tensor("offsets")
-                n_prompt = h.get_tensor("n_prompt")
+            off, n_prompt = _check_shard(f, manifest)
             for i in range(len(off) - 1):
                 a, b = int(off[i]), int(off[i + 1])
                 for lo in range(a, b, seq_len):
@@ -227,6 +260,19 @@ class FinetuneResult:
 
 
 def finetune(cfg: FinetuneConfig) -> FinetuneResult:
+    """Fine-tune; an --out directory this call created is removed again when
+    it fails before writing anything into it."""
+    out = Path(cfg.out)
+    created = not out.exists()
+    try:
+        return _finetune(cfg)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+
+
+def _finetune(cfg: FinetuneConfig) -> FinetuneResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
