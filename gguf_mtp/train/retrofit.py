@@ -86,6 +86,7 @@ on a state it was never trained on makes confident wrong predictions.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import tempfile
@@ -297,12 +298,38 @@ def _identity(cfg: RetrofitConfig) -> dict:
             "train": train}
 
 
-def _heads_done(heads: Path, want: dict) -> bool:
-    meta = heads / "heads.json"
-    if not (heads / "heads.safetensors").is_file() or not meta.is_file():
+def _heads_done(heads: Path, want: dict) -> dict | None:
+    """heads.json of a finished training with ``want``'s settings, or None. The
+    pair is verified (heads.json records the tensors' SHA-256): a run killed
+    between the two writes, or a damaged file, trains again."""
+    from ..heads.mtp import HeadsError, read_heads_dir
+
+    try:
+        _, meta = read_heads_dir(heads)
+    except HeadsError:
+        return None
+    t = meta.get("training", {})
+    done = isinstance(t, dict) and t.get("steps_done") == want["steps"] and all(t.get(k) == v for k, v in want.items())
+    return meta if done else None
+
+
+def _read_json(path: Path) -> dict | None:
+    """A JSON object written by an earlier run, or None when absent or damaged."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _valid_gguf(path: Path) -> bool:
+    from ..gguf.inspect import GGUFError, check_tensor_data, read_header
+
+    try:
+        check_tensor_data(path, read_header(path))
+    except (GGUFError, OSError):
         return False
-    t = json.loads(meta.read_text()).get("training", {})
-    return t.get("steps_done") == want["steps"] and all(t.get(k) == v for k, v in want.items())
+    return True
 
 
 def retrofit(cfg: RetrofitConfig) -> RetrofitResult:
@@ -326,8 +353,8 @@ def retrofit(cfg: RetrofitConfig) -> RetrofitResult:
     try:
         ident = _identity(cfg)
         state_path = work / STATE
-        if state_path.is_file():
-            old = json.loads(state_path.read_text())
+        old = _read_json(state_path)
+        if old is not None:
             if old.get("target") != ident["target"] or old.get("head_type") != ident["head_type"]:
                 raise RetrofitError(f"{work}: holds stages of a different target or head type — use another "
                                     "--work directory")
@@ -337,10 +364,12 @@ def retrofit(cfg: RetrofitConfig) -> RetrofitResult:
                 shutil.rmtree(work / "heads", ignore_errors=True)
             elif old.get("train") != ident["train"]:
                 shutil.rmtree(work / "heads", ignore_errors=True)
-        state_path.write_text(json.dumps(ident, indent=2) + "\n")
+        tmp = state_path.with_name(state_path.name + ".partial")
+        tmp.write_text(json.dumps(ident, indent=2) + "\n")
+        os.replace(tmp, state_path)
 
         init = work / "init.gguf"
-        if init.is_file():
+        if init.is_file() and _valid_gguf(init):
             reused.append("init")
         else:
             initial_block(cfg.target, init, head_type=cfg.head_type, progress=cfg.progress)
@@ -351,7 +380,7 @@ def retrofit(cfg: RetrofitConfig) -> RetrofitResult:
 
         data = work / "data"
         manifest = data / "manifest.json"
-        if manifest.is_file() and json.loads(manifest.read_text()).get("complete"):
+        if (_read_json(manifest) or {}).get("complete"):
             reused.append("distill")
         d = distill(DistillConfig(target=str(init), prompts=cfg.prompts or str(DEFAULT_PROMPTS_DIR), out=str(data),
                                   max_tokens=cfg.max_tokens, max_prompts=cfg.max_prompts, seed=cfg.seed,
@@ -359,9 +388,10 @@ def retrofit(cfg: RetrofitConfig) -> RetrofitResult:
 
         heads = work / "heads"
         train = ident["train"]
-        if _heads_done(heads, train):
+        done = _heads_done(heads, train)
+        if done is not None:
             reused.append("finetune")
-            last = json.loads((heads / "heads.json").read_text()).get("last_step", {})
+            last = done.get("last_step", {})
         else:
             r = finetune(FinetuneConfig(data=str(data), target=str(init), out=str(heads), method="fastmtp",
                                         save_every=cfg.save_every, cpu=True, progress=cfg.progress, **train))

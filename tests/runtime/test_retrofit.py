@@ -143,6 +143,19 @@ def test_retrofit_pipeline(trunk, name, tmp_path):
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "reused init, distill, finetune" in res.output and out.is_file()
+    # damaged stages are redone, not trusted: heads cut short (a kill between the two
+    # writes of a save looks the same), a truncated init file
+    raw = (work / "heads" / "heads.safetensors").read_bytes()
+    (work / "heads" / "heads.safetensors").write_bytes(raw[: len(raw) // 2])
+    out.unlink()
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "reused init, distill" in res.output and "finetune" not in res.output.split("reused")[1]
+    (work / "init.gguf").write_bytes((work / "init.gguf").read_bytes()[:4096])
+    out.unlink()
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert _lossless(out)
 
 
 def test_retrofit_refuses(trunk, tmp_path):
