@@ -143,8 +143,6 @@ class WindowDataset(torch.utils.data.Dataset):
     from the shards (one open handle per shard, slices only)."""
 
     def __init__(self, data_dir: str | Path, seq_len: int, min_len: int):
-        from safetensors import safe_open
-
         from .distill import read_manifest
 
         self.dir = Path(data_dir)

@@ -15,7 +15,6 @@ import shutil
 from collections import Counter
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
 from gguf_mtp.cli import main

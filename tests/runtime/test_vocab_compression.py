@@ -12,7 +12,6 @@ from click.testing import CliRunner
 from gguf_mtp.cli import main
 from gguf_mtp.gguf.inspect import read_summary
 from gguf_mtp.runtime import Engine, RuntimeOptions, generate
-from gguf_mtp.runtime.sampling import SamplingParams
 from gguf_mtp.train.distill import DistillConfig, distill
 from gguf_mtp.train.vocab import (
     VocabError,
@@ -78,10 +77,14 @@ def test_compressed_drafting_is_lossless(default_gguf, data, tmp_path):
                 spec = generate(eng, prompt, 40, drafter="mtp", draft=k)
                 assert spec.tokens == plain.tokens, (k, prompt)
                 accepted += sum(spec.stats.accepted)
-            sampled = generate(eng, prompt, 24, drafter="mtp", draft=3,
-                               params=SamplingParams(temperature=0.8, seed=1))
-            assert len(sampled.tokens) > 0
     assert accepted > 0
+    # sampling with drafts from the compressed vocabulary keeps the target's distribution
+    # (the draft distribution is zero outside the kept tokens; rejection sampling corrects it)
+    from gguf_mtp.testing.sampling_check import second_token_chi2
+
+    r = second_token_chi2(out, "import os\nimport ")
+    assert r["n"] > 300 and r["in_support"] and r["pvalue"] > 1e-3, r
+    assert r["accepted"] > 0
 
 
 def test_refusals(default_gguf, data, factory, tmp_path):
