@@ -42,7 +42,9 @@ def check(model, prompts_file, n_prompts, n_tokens, drafts, drafters, exact, ups
     """Run plain greedy decoding and every drafter MODEL supports at each draft
     length over a prompt set, and report per drafter and K whether the output
     is exactly plain decoding's: exact prompts, the first divergent token and
-    plain decoding's top-2 logit margin there. Exits 1 on any divergence."""
+    plain decoding's top-2 logit margin there. Exits 1 on any divergence of
+    gguf-mtp's drafters (llama.cpp's own draft-mtp, checked when its tool is
+    built, is reported but not held to exactness: its kernels are not ours)."""
     from ..bench.check import format_table, heldout_prompts, load_prompts, run_check
     from ..runtime import RuntimeErrorLlama, RuntimeMissing
 

@@ -126,6 +126,11 @@ class Engine:
         self.opts = opts = options or RuntimeOptions()
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: no such GGUF file")
+        from ..gguf.inspect import check_tensor_data, read_header
+
+        # our own reader first: a truncated or corrupt file is a clear error here
+        # instead of whatever llama.cpp's loader makes of it
+        check_tensor_data(self.path, read_header(self.path))
         L, P = native.load()
         self.L, self.P = L, P
         native.set_quiet(not opts.verbose)

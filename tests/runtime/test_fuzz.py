@@ -139,6 +139,34 @@ def test_fuzz_finetune_data(default_gguf, tmp_path):
     assert COUNTS["finetune", "refused"] >= 20
 
 
+def test_fuzz_generate_in_a_subprocess(default_gguf, tmp_path):
+    """Files handed to llama.cpp: structural mutants of the default model through
+    `gguf-mtp generate` in a child process (a crash there would take pytest
+    down): exit 0 or 1 with one line, never a signal or a traceback."""
+    import subprocess
+    import sys
+
+    data = default_gguf("q8_0").read_bytes()
+    rng = np.random.default_rng(SEED)
+    bad = tmp_path / "bad.gguf"
+    n = 0
+    for name, mutant in gguf_mutants(data, rng, n_random=3, per_kind=1):
+        if name.startswith("cut@") and n % 3:          # a third of the cuts: they all end in our reader
+            n += 1
+            continue
+        bad.write_bytes(mutant)
+        p = subprocess.run([sys.executable, "-m", "gguf_mtp.cli", "generate", str(bad), "-p", "def f(x):",
+                            "-n", "4", "--drafter", "ngram", "-t", "1"], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert p.returncode in (0, 1), f"generate {name}: exit {p.returncode}\n{p.stderr[-1500:]}"
+        assert "Traceback" not in p.stderr, f"generate {name}: {p.stderr[-1500:]}"
+        if p.returncode == 1:
+            assert p.stderr.strip().splitlines()[-1].startswith("Error: "), f"generate {name}: {p.stderr[-800:]}"
+        COUNTS["generate", "ran" if p.returncode == 0 else "refused"] += 1
+        n += 1
+    assert COUNTS["generate", "refused"] >= 20
+
+
 def test_fuzz_slice_size():
     """The CI slice runs at least 300 cases (the counts go in the closing note)."""
     total = sum(COUNTS.values())
