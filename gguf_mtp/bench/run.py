@@ -190,6 +190,8 @@ def run_bench(cfg: BenchConfig, command: str | None = None) -> dict:
                 if up is None:
                     bar.update(cfg.repeats * n_p * len(up_ks))
                     base["upstream"] = "not built (python -m gguf_mtp.bench.upstream_mtp build)"
+                elif "error" in up:
+                    base["upstream"] = f"failed on this file: {up['error']}"
                 else:
                     for label, r in up["runs"].items():
                         # a separate process: each repeat's speed against gguf-mtp's plain speed of that repeat

@@ -167,14 +167,26 @@ ENCODABLE_TYPES = {"f32": "F32", "f16": "F16", "bf16": "BF16", "q8_0": "Q8_0", "
 
 
 def partial_file(out: Path) -> tuple[int, Path]:
-    """An open temporary file beside ``out`` (``.OUT.xxxx.partial``), renamed
-    over ``out`` when complete. Partial files of ``out`` that a killed run left
-    are removed first: one writer per output, and the name never passes for
-    the finished file."""
+    """An open temporary file beside ``out`` (``.OUT.PID.xxxx.partial``),
+    renamed over ``out`` when complete. Partial files of ``out`` left by a
+    process that no longer runs (a killed run) are removed first; the name
+    never passes for the finished file."""
     for stale in out.parent.glob(f".{out.name}.*.partial"):
-        stale.unlink(missing_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+        pid = stale.name[len(out.name) + 2:].split(".", 1)[0]
+        if pid.isdecimal() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".partial", dir=out.parent)
     return fd, Path(name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:          # another user's process
+        return True
+    return True
 
 
 class GGUFWriteError(ValueError):
