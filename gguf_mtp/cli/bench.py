@@ -129,8 +129,9 @@ def bench_cmd(target, out, quick, quants, drafters, drafts, head_types, head_typ
         click.echo(json.dumps(report.records(res), indent=1))
     else:
         click.echo(report.as_csv(res) if output == "csv" else report.as_jsonl(res), nl=False)
+    # with --output csv/json/jsonl stdout is the data alone (pipeable); the rest goes to stderr
     click.echo(f"wrote {cfg.out_dir() / 'results.json'}, results.md and {len(res['plots'])} plots "
-               f"({res['seconds']:.0f} s)")
+               f"({res['seconds']:.0f} s)", err=output != "md")
     # other projects' drafters (llama.cpp's draft-mtp, built pristine and without our patches, and
     # llama-cpp-python's prompt lookup) are compared and reported, not held to our exactness
     foreign = ("upstream", "lcp-ngram")
