@@ -27,28 +27,11 @@ COUNTS: Counter = Counter()
 
 def _small_pair(d):
     """A 2-layer llama BASE and HEADS with one MTP layer for it (tiny, valid)."""
-    import gguf
+    from gguf_mtp.testing.small_gguf import write_small_gguf
 
-    def write(path, n_blocks, n_nextn):
-        w = gguf.GGUFWriter(str(path), "llama")
-        w.add_block_count(n_blocks)
-        if n_nextn:
-            w.add_uint32("llama.nextn_predict_layers", n_nextn)
-        w.add_embedding_length(32)
-        w.add_head_count_kv([4] * n_blocks)
-        w.add_token_list([f"t{i}" for i in range(40)])
-        w.add_string("general.name", "fuzz")
-        rng = np.random.default_rng(0)
-        w.add_tensor("token_embd.weight", rng.standard_normal((40, 32)).astype(np.float32))
-        for b in range(n_blocks):
-            w.add_tensor(f"blk.{b}.ffn_up.weight", rng.standard_normal((8, 32)).astype(np.float16))
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
-        return path
-
-    return write(d / "base.gguf", 2, 0), write(d / "heads.gguf", 3, 1)
+    common = dict(kv_heads=None, extra_kv={"general.name": "fuzz"})
+    return (write_small_gguf(d / "base.gguf", n_blocks=2, **common),
+            write_small_gguf(d / "heads.gguf", n_blocks=3, n_nextn=1, **common))
 
 
 def _run(cmd: str, args, out, case: str) -> None:

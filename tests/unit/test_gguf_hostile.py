@@ -15,23 +15,11 @@ from gguf_mtp.gguf.inspect import GGUFError, read_header, read_summary
 
 @pytest.fixture(scope="module")
 def small_gguf(tmp_path_factory):
-    import gguf
+    from gguf_mtp.testing.small_gguf import write_small_gguf
 
-    path = tmp_path_factory.mktemp("gguf") / "small.gguf"
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_block_count(2)
-    w.add_embedding_length(32)
-    w.add_token_list([f"t{i}" for i in range(100)])          # an array past keep_array (skipped, not parsed)
-    w.add_array("test.small", [1, 2, 3])
-    w.add_string("general.name", "hostile")
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        w.add_tensor(f"blk.{i}.w", rng.standard_normal((4, 32)).astype(np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    # 100 tokens: an array past keep_array (skipped, not parsed); a short one that is parsed
+    return write_small_gguf(tmp_path_factory.mktemp("gguf") / "small.gguf", n_blocks=3, n_vocab=100,
+                            extra_kv={"test.small": [1, 2, 3], "general.name": "hostile"}, block_tensor="w")
 
 
 def _boundaries(path) -> list[int]:
@@ -61,7 +49,7 @@ def test_tensor_data_past_the_end_is_reported(small_gguf, tmp_path):
     bad = tmp_path / "short.gguf"
     bad.write_bytes(data[:-100])                               # header intact, last tensor cut
     read_header(bad)
-    with pytest.raises(GGUFError, match=r"tensor 'blk.2.w' needs bytes up to"):
+    with pytest.raises(GGUFError, match=r"tensor 'blk.2.w.weight' needs bytes up to"):
         read_summary(bad)
 
 

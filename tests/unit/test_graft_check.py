@@ -4,7 +4,6 @@ length of an array past 64 entries)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from gguf_mtp.convert.graft import GraftError, check_compatible
@@ -12,21 +11,10 @@ from gguf_mtp.gguf.writer import SourceFile
 
 
 def _file(path, n_blocks, n_nextn, kv_heads):
-    import gguf
+    from gguf_mtp.testing.small_gguf import write_small_gguf
 
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_block_count(n_blocks)
-    if n_nextn:
-        w.add_uint32("llama.nextn_predict_layers", n_nextn)
-    w.add_embedding_length(32)
-    w.add_head_count_kv(list(kv_heads))                      # a per-layer array
-    w.add_token_list([f"t{i}" for i in range(80)])
-    w.add_tensor("token_embd.weight", np.zeros((80, 32), dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return SourceFile.open(path)
+    return SourceFile.open(write_small_gguf(path, n_blocks=n_blocks, n_nextn=n_nextn, n_vocab=80, kv_heads=kv_heads,
+                                            block_tensor=None))
 
 
 def test_70_layer_trunk_with_matching_per_layer_values(tmp_path):
