@@ -62,13 +62,14 @@ def main() -> int:
     ap.add_argument("--prompts-per-set", type=int, default=2)
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("--only", default=None, help="comma-separated run names; the others keep their last results")
+    ap.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from the JSON files, run nothing")
     a = ap.parse_args()
     from gguf_mtp.bench import BenchConfig, run_bench
 
     command = "python benchmarks/results.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
     table = runs(a)
     for name, (kw, target, _) in table.items():
-        if a.only and name not in a.only.split(","):
+        if a.report_only or (a.only and name not in a.only.split(",")):
             continue
         print(f"==> {name}", file=sys.stderr, flush=True)
         cfg = BenchConfig(target=str(target) if target else None, out=str(OUT / name), work=str(OUT / "work" / name),
@@ -84,14 +85,18 @@ def write_results(table: dict, command: str) -> str:
     from gguf_mtp.bench import report
 
     parts = ["# Benchmark results", "",
-             "Made by one command; every table below is generated from the JSON files it wrote "
-             "(`results/bench/<run>/results.json`). How the bench measures: [docs/bench.md](../docs/bench.md).",
-             "", "```", command.strip(), "```", ""]
+             "Made by one command; every table below is generated from the JSON files it writes "
+             "(`results/bench/<run>/results.json`, each with the command that made it). How the bench "
+             "measures: [docs/bench.md](../docs/bench.md).", "",
+             "```", ".venv/bin/python benchmarks/results.py        # --only RUN,... reruns some, --report-only none",
+             "```", ""]
     bound_rows = []
     for name, (_, _, title) in table.items():
         f = OUT / name / "results.json"
         if not f.is_file():
-            parts += [f"## {title}", "", "not run yet", ""]
+            parts += [f"## {title}", "", "Not run with this protocol yet."
+                      + (" The previous run (2 repeats, best K as the maximum, before exact mode): "
+                         "[`results/bench/results.md`](results/bench/results.md)." if name == "default" else ""), ""]
             continue
         res = json.loads(f.read_text())
         m, cfg = res["machine"], res["config"]
@@ -100,7 +105,7 @@ def write_results(table: dict, command: str) -> str:
                   f"{m.get('cpu')}, {m.get('cores')} cores, {cfg['threads']} threads, runtime {rt.get('key')}"
                   f"{', GPU ' + m['gpu'] if m.get('gpu') else ''}; {len(res['prompts'])} prompts × "
                   f"{cfg['n_tokens']} tokens, {cfg['repeats']} interleaved repeats, {res['seconds']:.0f} s. "
-                  f"Files: [`results/bench/{name}/`](results/bench/{name}/).", ""]
+                  f"Files: [`results/bench/{name}/`](results/bench/{name}/); made by `{res.get('command')}`.", ""]
         if name == "depth":
             parts += [report.depth_table(res), "", f"![speedup against depth](results/bench/{name}/speedup_vs_depth.png)",
                       ""]

@@ -157,3 +157,13 @@ def test_seeded_sampling_replays_plain_sampling_at_q4_0(default_gguf):
                 for drafter in ("ngram", "ngram-tree"):
                     spec = generate(eng, prompt, 48, drafter=drafter, draft=4, params=params)
                     assert spec.tokens == plain, (drafter, prompt, seed)
+
+
+def test_auto_runs_on_a_file_without_mtp(gemma3_gguf):
+    """drafter='auto' (the default of generate and SpeculativeLlama) on a file with
+    no MTP layer drafts with n-grams or not at all, and stays plain greedy output."""
+    with Engine(gemma3_gguf, RuntimeOptions(n_threads=2)) as eng:
+        for prompt in heldout_prompts(2):
+            plain = generate(eng, prompt, 32, drafter="none")
+            auto = generate(eng, prompt, 32, drafter="auto")
+            assert auto.tokens == plain.tokens

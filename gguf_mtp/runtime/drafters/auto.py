@@ -75,6 +75,9 @@ class AutoDrafter(Drafter):
 
     def prepare(self, eng):
         self.cost = cost_model(eng, n_max=self.k_max + 1)   # measured once per file and machine (clears the cache)
+        # the target's hidden rows feed the MTP head only: a file without one (Gemma 3 as
+        # published) exports none, and asking for them failed every auto generation there
+        self.needs_hidden = bool(eng.has_mtp)
 
     def begin(self, eng, prompt, hidden):
         cm = self.cost
