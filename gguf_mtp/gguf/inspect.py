@@ -177,6 +177,14 @@ def read_header(path: str | Path, keep_array: int = 64) -> GGUFHeader:
     return GGUFHeader(kv, tensors, data_offset, spans, version)
 
 
+def read_checked_header(path: str | Path) -> GGUFHeader:
+    """:func:`read_header`, then :func:`check_tensor_data`: the header of a file
+    whose every tensor lies inside it (what anything that reads tensors needs)."""
+    h = read_header(path)
+    check_tensor_data(path, h)
+    return h
+
+
 def check_tensor_data(path: str | Path, header: GGUFHeader) -> None:
     """Every tensor has a known type and a shape whose data lies inside the file."""
     import os
@@ -289,8 +297,7 @@ def read_summary(path: str | Path) -> GGUFSummary:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    h = read_header(path)
-    check_tensor_data(path, h)
+    h = read_checked_header(path)
     arch = h.kv.get("general.architecture", "?")
     n_blocks = int(h.kv.get(arch_key(Keys.LLM.BLOCK_COUNT, arch), 0))
     n_nextn = int(h.kv.get(arch_key(Keys.LLM.NEXTN_PREDICT_LAYERS, arch), 0))

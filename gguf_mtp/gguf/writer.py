@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .constants import DEFAULT_ALIGNMENT, GGUF_VERSION, SCALAR_FORMAT, ValueType
-from .inspect import GGUFHeader, check_tensor_data, read_header, tensor_nbytes
+from .inspect import GGUFHeader, read_checked_header, tensor_nbytes
 
 _CHUNK = 16 << 20
 
@@ -60,9 +60,7 @@ class SourceFile:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file")
-        header = read_header(path)
-        check_tensor_data(path, header)          # before anything is written from it
-        return cls(path, header)
+        return cls(path, read_checked_header(path))     # checked before anything is written from it
 
     def raw_kv(self, key: str) -> bytes:
         _, start, end = self.header.kv_spans[key]

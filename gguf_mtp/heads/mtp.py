@@ -238,15 +238,16 @@ def write_heads_dir(out_dir: str | Path, tensors: dict[str, torch.Tensor], meta:
     import hashlib
     import os
 
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from ..gguf.inspect import model_fingerprint
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    data = save(tensors)                      # serialized once: written and hashed from memory
     tmp = out / f".{HEADS_FILE}.{os.getpid()}.tmp"
-    save_file(tensors, str(tmp))
-    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    tmp.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
     os.replace(tmp, out / HEADS_FILE)
     meta = {**meta, "heads_sha256": digest}
     if Path(source).is_file():

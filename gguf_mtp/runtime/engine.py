@@ -126,11 +126,12 @@ class Engine:
         self.opts = opts = options or RuntimeOptions()
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: no such GGUF file")
-        from ..gguf.inspect import check_tensor_data, read_header
+        from ..gguf.inspect import read_checked_header
 
         # our own reader first: a truncated or corrupt file is a clear error here
-        # instead of whatever llama.cpp's loader makes of it
-        check_tensor_data(self.path, read_header(self.path))
+        # instead of whatever llama.cpp's loader makes of it (the header is kept for
+        # the arrays read below)
+        header = read_checked_header(self.path)
         L, P = native.load()
         self.L, self.P = L, P
         native.set_quiet(not opts.verbose)
@@ -160,7 +161,7 @@ class Engine:
             from ..gguf.constants import Keys
             from ..gguf.inspect import read_int_array
 
-            self.draft_vocab = read_int_array(self.path, Keys.Drafter.DRAFT_VOCAB)
+            self.draft_vocab = read_int_array(self.path, Keys.Drafter.DRAFT_VOCAB, header)
         #: Medusa heads in the file (0 = none) and the columns of each head's logits
         self.n_medusa = int(P.llama_medusa_n_heads(self.model))
         self.medusa_cols = int(P.llama_medusa_n_cols(self.model))
@@ -169,7 +170,7 @@ class Engine:
             from ..gguf.constants import Keys
             from ..gguf.inspect import read_int_array
 
-            self.medusa_vocab = read_int_array(self.path, Keys.Drafter.DRAFT_VOCAB)
+            self.medusa_vocab = read_int_array(self.path, Keys.Drafter.DRAFT_VOCAB, header)
             if self.medusa_vocab is None or len(self.medusa_vocab) != self.medusa_cols:
                 raise RuntimeErrorLlama(f"{self.path}: medusa.draft_head has {self.medusa_cols} rows but "
                                         f"{Keys.Drafter.DRAFT_VOCAB} does not list as many token ids")

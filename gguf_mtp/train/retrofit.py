@@ -323,10 +323,10 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _valid_gguf(path: Path) -> bool:
-    from ..gguf.inspect import GGUFError, check_tensor_data, read_header
+    from ..gguf.inspect import GGUFError, read_checked_header
 
     try:
-        check_tensor_data(path, read_header(path))
+        read_checked_header(path)
     except (GGUFError, OSError):
         return False
     return True
