@@ -90,7 +90,7 @@ def plain_reference(eng, prompt_tokens: list[int], n: int) -> PlainRun:
     from ..runtime.loop import _prefill
 
     eng.clear()
-    logits, _ = _prefill(eng, prompt_tokens, False)
+    logits, _, _ = _prefill(eng, prompt_tokens, False)
     toks, margins = [], []
     pos = len(prompt_tokens)
     while True:

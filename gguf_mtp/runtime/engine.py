@@ -198,6 +198,10 @@ class Engine:
         else:
             self.exact_level = int(opts.exact_level)
 
+        #: the last prompt decode(reuse=True) prefilled (see loop.PromptCache); any
+        #: other use of the cache starts with clear(), which drops it
+        self.prompt_cache = None
+
         self.mtp_ctx = None
         self.mtp_batch = None
         if opts.load_mtp and self.n_nextn > 0:
@@ -275,9 +279,33 @@ class Engine:
     # -- shared plumbing -----------------------------------------------------
 
     def clear(self) -> None:
+        self.prompt_cache = None
         self.L.llama_memory_clear(self.mem, True)
+        self.mtp_clear()
+
+    def mtp_clear(self) -> None:
         if self.mtp_ctx is not None:
             self.L.llama_memory_clear(self.mtp_mem, True)
+
+    def keep_prefix(self, n: int) -> bool:
+        """Drop every target cache cell at position >= ``n`` (all sequences: a draft
+        tree's branches too). False when the cache cannot (recurrent layers roll
+        back only the last few positions)."""
+        return bool(self.L.llama_memory_seq_rm(self.mem, -1, n, -1))
+
+    def save_state(self) -> bytes:
+        """Sequence 0 of the target cache (KV cells and recurrent state) as bytes."""
+        n = self.L.llama_state_seq_get_size(self.ctx, 0)
+        buf = (ctypes.c_uint8 * n)()
+        got = self.L.llama_state_seq_get_data(self.ctx, buf, n, 0)
+        if got != n:
+            raise RuntimeErrorLlama(f"saving the target cache wrote {got} of {n} bytes")
+        return bytes(buf)
+
+    def load_state(self, data: bytes) -> bool:
+        """Put back a :meth:`save_state` snapshot into an empty target cache."""
+        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        return self.L.llama_state_seq_set_data(self.ctx, buf, len(data), 0) == len(data)
 
     def _run(self, ctx, batch: _Batch, what: str) -> None:
         if not batch.ptr:

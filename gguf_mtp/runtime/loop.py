@@ -28,7 +28,7 @@ from .autodraft import AutoDraft, cost_model
 from .drafters import Drafter, Proposal, make_drafter
 from .engine import Engine
 from .sampling import Sampler, SamplingParams, verify_chain
-from .tree import verify_tree
+from .tree import has_recurrent_layers, verify_tree
 
 
 def acceptance_per_position(drafted: list[int], accepted: list[int], k_max: int | None = None) -> list[float]:
@@ -47,6 +47,7 @@ class GenerationStats:
     drafter: str
     draft: int | str
     n_prompt: int = 0
+    n_reused: int = 0            # prompt tokens whose cache came from the previous prompt (decode(reuse=True))
     n_generated: int = 0
     prompt_s: float = 0.0        # prefill (target + drafter catch-up)
     decode_s: float = 0.0        # everything after the first generated token
@@ -91,7 +92,7 @@ class GenerationStats:
 
     def as_dict(self) -> dict:
         return {
-            "drafter": self.drafter, "draft": self.draft, "n_prompt": self.n_prompt,
+            "drafter": self.drafter, "draft": self.draft, "n_prompt": self.n_prompt, "n_reused": self.n_reused,
             "n_generated": self.n_generated, "tokens_per_s": self.tokens_per_s, "tau": self.tau,
             "acceptance_rate": self.acceptance_rate, "acceptance_per_position": self.acceptance_per_position,
             "target_passes": self.target_passes, "prompt_s": self.prompt_s, "decode_s": self.decode_s,
@@ -104,13 +105,74 @@ class GenerationStats:
         }
 
 
-def _prefill(eng: Engine, prompt: list[int], want_hidden: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Target over the prompt in n_batch chunks; returns the last logits (copy)
-    and, if asked, the NextN hidden states of every prompt position."""
-    n_batch = eng.opts.n_batch
+#: prompts are prefilled in chunks that start at multiples of this many positions,
+#: so a prompt that reuses a cached prefix cut at such a boundary runs exactly the
+#: batches a fresh prefill runs after it: reuse is bit-exact. (Cut anywhere else,
+#: the default model at q8_0 changed its greedy answer on a chat's 5th turn: the
+#: kernels, and the recurrent layers' chunked scan, round differently for other
+#: batch splits.) 128 rows keep llama.cpp's CPU matrix kernels at full speed.
+PREFILL_CHUNK = 128
+
+
+@dataclass
+class PromptCache:
+    """What ``decode(reuse=True)`` keeps of its prompt for the next call (``Engine.prompt_cache``):
+    the next prompt prefills only what follows the longest common prefix."""
+    tokens: list[int]                 # the prompt; the target cache starts with its cells
+    hidden: np.ndarray | None         # its NextN hidden rows (the drafters rebuild their state from them)
+    #: recurrent models: sequence 0 saved at position ``state_at`` (a chunk boundary)
+    state: bytes | None = None
+    state_at: int = 0
+
+
+def _chunk_size(eng: Engine) -> int:
+    return min(eng.opts.n_batch, PREFILL_CHUNK)
+
+
+def _reusable(eng: Engine, prompt: list[int], want_hidden: bool) -> tuple[int, np.ndarray | None]:
+    """Make the target cache hold the longest usable prefix of ``prompt`` that the
+    previous prompt shares, cut at a prefill chunk boundary; returns its length
+    (0: nothing reused, cache cleared) and that prefix's hidden rows. Attention
+    caches are cut there; recurrent state cannot go back further than a draft,
+    so those models restore the snapshot taken at the previous prompt's last
+    chunk boundary. The MTP cache is always rebuilt (one layer over the prompt)."""
+    pc = eng.prompt_cache
+    n = 0
+    if pc is not None and not (want_hidden and pc.hidden is None):
+        limit = min(len(pc.tokens), len(prompt) - 1)      # at least one token to prefill: its logits
+        while n < limit and pc.tokens[n] == prompt[n]:
+            n += 1
+        if pc.state is not None:
+            n = pc.state_at if n >= pc.state_at else 0
+            if n:
+                eng.clear()
+                n = n if eng.load_state(pc.state) else 0
+        else:
+            n -= n % _chunk_size(eng)
+            if n and not eng.keep_prefix(n):
+                n = 0
+    if n == 0:
+        eng.clear()
+        return 0, None
+    eng.prompt_cache = None
+    eng.mtp_clear()
+    return n, (pc.hidden[:n] if want_hidden else None)
+
+
+def _prefill(eng: Engine, prompt: list[int], want_hidden: bool, first: int = 0, snapshot: bool = False,
+             ) -> tuple[np.ndarray, np.ndarray | None, tuple[bytes, int] | None]:
+    """Target over ``prompt[first:]`` (the cache holds the rest) in chunks that
+    start at multiples of :data:`PREFILL_CHUNK`; returns the last logits (copy),
+    if asked the NextN hidden states of those positions, and with ``snapshot``
+    the target state saved at the last chunk boundary (recurrent models)."""
+    n_batch = _chunk_size(eng)
     hidden = [] if want_hidden else None
     logits = None
-    for start in range(0, len(prompt), n_batch):
+    saved = None
+    snap_at = len(prompt) - len(prompt) % n_batch if snapshot else -1
+    for start in range(first, len(prompt), n_batch):
+        if start == snap_at and start:
+            saved = (eng.save_state(), start)
         chunk = prompt[start:start + n_batch]
         last = start + len(chunk) == len(prompt)
         eng.target_decode(chunk, start, [False] * (len(chunk) - 1) + [last], prefill=True)
@@ -118,7 +180,9 @@ def _prefill(eng: Engine, prompt: list[int], want_hidden: bool) -> tuple[np.ndar
             hidden.append(eng.target_hidden(len(chunk)))
         if last:
             logits = eng.target_logits(len(chunk) - 1).copy()
-    return logits, (np.concatenate(hidden) if want_hidden else None)
+    if snap_at == len(prompt) and snap_at:
+        saved = (eng.save_state(), snap_at)
+    return logits, (np.concatenate(hidden) if want_hidden else None), saved
 
 
 def _choose(sampler: Sampler, logits: np.ndarray, history: list[int]) -> int:
@@ -139,9 +203,11 @@ def _choose_row(eng: Engine, sampler: Sampler, row: int, history: list[int]) -> 
 
 def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Drafter = "mtp",
            draft: int | str = 3, params: SamplingParams | None = None,
-           stats: GenerationStats | None = None) -> Iterator[list[int]]:
+           stats: GenerationStats | None = None, reuse: bool = False) -> Iterator[list[int]]:
     """Yield the tokens produced by each pass (the first yield is the prompt's
-    next token). ``draft`` is a fixed draft length or ``"auto"``."""
+    next token). ``draft`` is a fixed draft length or ``"auto"``. ``reuse``: keep
+    the target cache of the previous ``reuse=True`` call's prompt for the prefix
+    this prompt shares with it (a chat's next turn prefills only the new part)."""
     if not prompt:
         raise ValueError("empty prompt")
     params = params or SamplingParams()
@@ -167,13 +233,21 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
     st.n_prompt = len(prompt)
 
     dr.prepare(eng)
-    eng.clear()
+    t0 = time.perf_counter()
+    n_reused, old_hidden = _reusable(eng, prompt, dr.needs_hidden) if reuse else (0, None)
+    if not reuse:
+        eng.clear()
+    st.n_reused = n_reused
     if eng.n_medusa:
         eng.medusa_enable(dr.needs_medusa)       # the heads cost a projection per output row: only when used
     elif dr.needs_medusa:
         raise ValueError(f"{eng.path} has no Medusa heads: convert with --heads medusa")
-    t0 = time.perf_counter()
-    logits, hidden = _prefill(eng, prompt, dr.needs_hidden)
+    snapshot = reuse and has_recurrent_layers(eng)
+    logits, hidden, saved = _prefill(eng, prompt, dr.needs_hidden, n_reused, snapshot)
+    if n_reused and hidden is not None:
+        hidden = np.concatenate([old_hidden, hidden])
+    if reuse and (saved or not snapshot):
+        eng.prompt_cache = PromptCache(list(prompt), hidden, *(saved or (None, 0)))
     tok = _choose(sampler, logits, prompt)
     #: every token so far, the newest (``tok``, not yet in the target cache) last
     context = list(prompt) + [tok]
