@@ -8,7 +8,7 @@ import sys
 import click
 
 from .. import __version__
-from . import bench, check, convert, generate, models, runtime, train
+from . import bench, check, convert, generate, models, runtime, serve, train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,6 +20,7 @@ def main():
 
 for _cmd in (runtime.runtime, convert.convert, convert.archs_cmd, convert.graft, convert.inspect_cmd,
              convert.quantize_cmd, generate.generate, generate.demo, check.check, bench.bench_cmd, models.models,
+             serve.serve,
              *train.COMMANDS):
     main.add_command(_cmd)
 

@@ -34,6 +34,17 @@ def make_drafter(name: str | Drafter, **options) -> Drafter:
     return cls(**{k: v for k, v in options.items() if k in cls.options})
 
 
+def configure_for(names, opts):
+    """Engine options that let every drafter in ``names`` run on one engine (the
+    MTP layers loaded if any needs them, trees' sequences and unified KV if any
+    drafts trees)."""
+    drafters = [make_drafter(n) for n in names]
+    for d in drafters:
+        opts = d.configure(opts)
+    opts.load_mtp = any(d.needs_mtp for d in drafters)
+    return opts
+
+
 __all__ = ["AutoDrafter", "DRAFTERS", "Drafter", "EagleCandidates", "EagleTreeDrafter", "MEDUSA_CHAIN", "MEDUSA_TREE",
-           "MTPDrafter", "MedusaDrafter", "NgramDrafter", "NgramTreeDrafter", "Proposal", "make_drafter",
+           "MTPDrafter", "MedusaDrafter", "NgramDrafter", "NgramTreeDrafter", "Proposal", "configure_for", "make_drafter",
            "parse_tree"]
