@@ -15,6 +15,7 @@ OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import time
@@ -100,8 +101,15 @@ class ChatRequest(_Sampling):
 
 def create_app(llm: SpeculativeLlama, *, model_id: str, api_key: str | None = None, max_queue: int = 16) -> FastAPI:
     """The FastAPI application serving ``llm`` under the name ``model_id``."""
-    app = FastAPI(title="gguf-mtp", description="OpenAI-compatible server with speculative decoding")
     worker = Worker(llm, max_queue=max_queue)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        worker.close()
+
+    app = FastAPI(title="gguf-mtp", description="OpenAI-compatible server with speculative decoding",
+                  lifespan=lifespan)
     app.state.worker = worker
     app.state.llm = llm
     created = int(time.time())
@@ -132,10 +140,6 @@ def create_app(llm: SpeculativeLlama, *, model_id: str, api_key: str | None = No
                 return APIError(401, "invalid or missing API key (Authorization: Bearer KEY)",
                                 "invalid_request_error", code="invalid_api_key").response()
         return await call_next(request)
-
-    @app.on_event("shutdown")
-    def _shutdown():
-        worker.close()
 
     @app.get("/health")
     def health():
