@@ -44,6 +44,10 @@ def convert(model_dir, out, outtype, head_type, no_mtp, mtp_only, heads, medusa_
     """Convert a Hugging Face checkpoint directory MODEL_DIR to ONE GGUF file OUT
     holding the trunk and its MTP layers (blk.N.nextn.*).
 
+    MODEL_DIR may also be a hub id, owner/name or owner/name@revision: only the
+    config, safetensors and tokenizer files are fetched, into the hub cache
+    (resumable; HF_TOKEN and HF_HUB_OFFLINE are honoured).
+
     Sharded checkpoints (model.safetensors.index.json) are read tensor by tensor
     as they are written, so memory stays around one tensor plus what the
     operating system caches. FP8 checkpoints (weight_scale_inv block scales) are
@@ -55,6 +59,7 @@ def convert(model_dir, out, outtype, head_type, no_mtp, mtp_only, heads, medusa_
     from ..convert.core import ConversionError, ConvertOptions
     from ..convert.core import convert as convert_api
     from ..convert.hf_checkpoint import CheckpointError
+    from ..convert.hub import HubError
     from ..gguf.inspect import human_bytes
     from ..upstream import RuntimeMissing
 
@@ -63,7 +68,7 @@ def convert(model_dir, out, outtype, head_type, no_mtp, mtp_only, heads, medusa_
                           medusa_layers=medusa_layers, init=init)
     try:
         res = convert_api(model_dir, out, opts)
-    except (CheckpointError, ConversionError, UnsupportedArchitecture, RuntimeMissing) as e:
+    except (CheckpointError, ConversionError, UnsupportedArchitecture, RuntimeMissing, HubError) as e:
         fail(e)
     extra = {"medusa": f", {medusa_heads} Medusa heads ({init})", "eagle": f", EAGLE drafter ({init})"}.get(heads, "")
     click.echo(f"wrote {res.path} ({res.arch}, {res.n_tensors} tensors, {human_bytes(res.size_bytes)}; "

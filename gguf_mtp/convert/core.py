@@ -199,13 +199,16 @@ def _medusa_type(opts: ConvertOptions) -> str:
 
 
 def convert(model_dir: str | Path, out_path: str | Path, options: ConvertOptions | None = None) -> ConvertResult:
-    """Convert a checkpoint directory to ONE GGUF (trunk + MTP layers)."""
+    """Convert a checkpoint directory, or a hub id ``owner/name[@revision]``
+    (:mod:`gguf_mtp.convert.hub`), to ONE GGUF (trunk + MTP layers)."""
     import torch
 
     from ..heads.eagle import make_eagle
     from ..heads.medusa import init_recycled, init_scratch, write_heads
+    from .hub import resolve_model_dir
 
     opts = options or ConvertOptions()
+    model_dir = resolve_model_dir(model_dir, progress=opts.progress)
     ck, arch, n_mtp = check_input(model_dir, opts)
     out = Path(out_path)
     if out.is_dir():

@@ -8,7 +8,6 @@ in-process server checks the queue limit and the API key."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import threading
@@ -24,31 +23,11 @@ import pytest
 
 from gguf_mtp.runtime import Engine, RuntimeOptions, generate
 from gguf_mtp.runtime.api import SpeculativeLlama
+from gguf_mtp.serve.launch import ServerProcess
 
 PROMPTS = ["def fib(n):\n", "class Stack:\n    def __init__(self):\n", "import os\n\n\ndef walk(",
            "The open() system call", "def read_config(path):\n    \"\"\"Read a file.\"\"\"\n",
            "for i in range(10):\n", "def parse(line):\n", "# Sort a list of numbers\n"]
-
-
-def _start(args, timeout=180):
-    proc = subprocess.Popen([sys.executable, "-m", "gguf_mtp.cli", "serve", *args, "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + timeout
-    lines = []
-    while time.time() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            if proc.poll() is not None:
-                break
-            continue
-        lines.append(line)
-        m = re.search(r"on (http://[\d.]+:\d+)/v1", line)
-        if m:
-            # keep draining stderr so the server never blocks on a full pipe
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
-            return proc, m.group(1)
-    proc.kill()
-    raise AssertionError("gguf-mtp serve did not start:\n" + "".join(lines))
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +37,8 @@ def model(default_gguf):
 
 @pytest.fixture(scope="module")
 def server(model):
-    proc, url = _start([str(model), "-t", "2", "--n-ctx", "2048", "--drafters", "mtp,ngram,ngram-tree"])
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    with ServerProcess([model, "-t", "2", "--n-ctx", "2048", "--drafters", "mtp,ngram,ngram-tree"]) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
