@@ -39,12 +39,18 @@ def runs(a) -> dict:
     common = dict(threads=a.threads, repeats=a.repeats, n_tokens=a.n_tokens, prompts_per_set=a.prompts_per_set)
     work = OUT / "work"
     work.mkdir(parents=True, exist_ok=True)
-    smol = work / "smollm2-q4_1-heads.gguf"
+    heads = HERE / "results" / "smollm2_135m_mtp_heads_q8_0.gguf"
+    from gguf_mtp.upstream import sha256_file
+
+    # named by the heads' hash: shipping new heads makes a new grafted file
+    smol = work / f"smollm2-q4_1-heads-{sha256_file(heads)[:12]}.gguf"
     if not smol.is_file():
-        graft(SMOLLM2.fetch(), HERE / "results" / "smollm2_135m_mtp_heads_q8_0.gguf", smol, progress=False)
+        graft(SMOLLM2.fetch(), heads, smol, progress=False)
     return {
-        "default": (dict(common, drafts=(1, 2, 3), train_steps=150), None,
-                    "Default model (5M-parameter Qwen3.5 hybrid with its MTP head), every quant level"),
+        "default": (dict(common, drafts=(1, 2, 3), train_steps=150,
+                         **({"quants": tuple(a.default_quants.split(","))} if a.default_quants else {})), None,
+                    "Default model (5M-parameter Qwen3.5 hybrid with its MTP head)"
+                    + (f", {a.default_quants}" if a.default_quants else ", every quant level")),
         "smollm2": (dict(common, quants=("source",), drafts=(1, 2, 3)), smol,
                     "SmolLM2-135M-Instruct Q4_1 + the shipped retrofit MTP head (q8_0)"),
         "gemma3": (dict(common, quants=("source",), drafts=(1, 2, 3)), GEMMA3.fetch(),
@@ -61,6 +67,8 @@ def main() -> int:
     ap.add_argument("--n-tokens", type=int, default=64)
     ap.add_argument("--prompts-per-set", type=int, default=2)
     ap.add_argument("-t", "--threads", type=int, default=2)
+    ap.add_argument("--default-quants", default=None,
+                    help="quant levels of the default model (comma-separated; default: the bench's four)")
     ap.add_argument("--only", default=None, help="comma-separated run names; the others keep their last results")
     ap.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from the JSON files, run nothing")
     a = ap.parse_args()

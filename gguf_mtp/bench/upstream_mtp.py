@@ -229,7 +229,14 @@ def smoke_tool(exe: Path, timeout: float = 120) -> tuple[bool, str]:
     (True, "") when it decodes, else (False, why)."""
     from ..runtime.smoke import smoke_gguf
 
-    cmd = [str(exe), "-m", str(smoke_gguf()), "-p", "hello hello hello", "-n", "8", "-c", "128",
+    return stock_decodes(exe, smoke_gguf(), timeout=timeout)
+
+
+def stock_decodes(exe: Path, gguf: str | Path, n_predict: int = 8, timeout: float = 120) -> tuple[bool, str]:
+    """Whether the pristine tool loads ``gguf`` and decodes a few tokens with it
+    (n-gram drafting, which every model takes): (True, "") or (False, why).
+    What stock llama.cpp of the pinned version makes of a file."""
+    cmd = [str(exe), "-m", str(gguf), "-p", "hello hello hello", "-n", str(n_predict), "-c", "256",
            "-t", "2", "--spec-type", "ngram-simple", "--temp", "0", "--log-colors", "off"]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout,
@@ -239,8 +246,9 @@ def smoke_tool(exe: Path, timeout: float = 120) -> tuple[bool, str]:
     if proc.returncode == 0:
         return True, ""
     why = (f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}")
-    tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-8:])
-    return False, f"{why}\n{tail}"
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    errors = [x for x in lines if "error" in x.lower()]
+    return False, f"{why}\n" + "\n".join((errors or lines)[-8:])
 
 
 def build_tool(jobs: int | None = None, cmake_args: str | None = None, progress=True, *,

@@ -19,7 +19,7 @@ def main():
 
 
 for _cmd in (runtime.runtime, convert.convert, convert.archs_cmd, convert.graft, convert.inspect_cmd,
-             convert.quantize_cmd, generate.generate, generate.demo, check.check, bench.bench_cmd, models.models,
+             convert.quantize_cmd, convert.strip_cmd, generate.generate, generate.demo, check.check, bench.bench_cmd, models.models,
              serve.serve,
              *train.COMMANDS):
     main.add_command(_cmd)

@@ -151,22 +151,55 @@ def graft(base, heads, out, quiet):
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def inspect_cmd(file, as_json):
-    """List the drafter heads in a GGUF FILE: their tensors, types, sizes, and the
-    metadata a drafter needs."""
+    """List the drafter heads in a GGUF FILE: their tensors, types, sizes, the
+    metadata a drafter needs, and whether stock llama.cpp (the pinned version,
+    unpatched: what llama-server, LM Studio or ollama of that version run)
+    loads the file."""
     import dataclasses
 
+    from ..convert.strip import StripError, stock_refusals
     from ..gguf.inspect import format_summary, read_summary
 
     try:
         s = read_summary(file)
-    except ValueError as e:
+        refusals = stock_refusals(file)
+    except (ValueError, StripError) as e:
         fail(e)
     if as_json:
         d = dataclasses.asdict(s)
         d["path"] = str(s.path)
+        d["stock_llama_cpp"] = {"loads": not refusals, "refusals": refusals}
         click.echo(json.dumps(d, indent=2))
     else:
         click.echo(format_summary(s))
+        if refusals:
+            click.echo("stock llama.cpp: does NOT load this file (" + "; ".join(refusals) + "); "
+                       "'gguf-mtp strip FILE OUT' writes a copy it loads")
+        else:
+            click.echo("stock llama.cpp: loads this file")
+
+
+@click.command("strip")
+@click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--keep", type=click.Choice(["none", "mtp"]), default="none", show_default=True,
+              help="'mtp': keep the native MTP layers (stock llama.cpp drafts with them on qwen35, "
+                   "qwen35moe, qwen3next, glm4moe, ...); 'none': the trunk alone.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def strip_cmd(src, out, keep, quiet):
+    """Write OUT: SRC without what stock llama.cpp cannot load (Medusa heads,
+    compressed draft vocabulary, MTP layers of architectures only gguf-mtp
+    runs, and the MTP layers altogether unless --keep mtp). Every kept tensor
+    is copied byte for byte; the block count and per-layer metadata follow."""
+    from ..convert.strip import StripError, strip
+    from ..gguf.inspect import human_bytes
+
+    try:
+        res = strip(src, out, keep_mtp=keep == "mtp", progress=not quiet)
+    except (StripError, FileNotFoundError, ValueError) as e:
+        fail(e)
+    click.echo(f"wrote {res.path} ({res.kept} tensors kept, {len(res.dropped)} dropped"
+               f"{', MTP layers kept' if res.kept_mtp else ''}; {human_bytes(res.path.stat().st_size)})")
 
 
 @click.command("quantize")

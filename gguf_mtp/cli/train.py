@@ -10,7 +10,39 @@ import json
 import click
 
 
-@click.command("distill-data")
+class _RunByDefault(click.Group):
+    """``distill-data TARGET ...`` runs; ``distill-data merge OUT DIR...`` merges."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+class _Part(click.ParamType):
+    name = "i/n"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            i, n = (int(x) for x in str(value).split("/"))
+        except ValueError:
+            self.fail(f"{value!r}: expected i/n, e.g. 0/4", param, ctx)
+        if not (n >= 1 and 0 <= i < n):
+            self.fail(f"{value!r}: need 0 <= i < n", param, ctx)
+        return i, n
+
+
+@click.group("distill-data", cls=_RunByDefault)
+def distill_data():
+    """Self-distillation data. 'distill-data TARGET --out DIR' (the run
+    command) records the target's own answers; 'distill-data TARGET --out
+    PART_i --shard i/n' on n processes or machines splits the work, and
+    'distill-data merge OUT PART_0 ... PART_n-1' joins the parts."""
+
+
+@distill_data.command("run")
 @click.argument("target", type=click.Path(exists=True, dir_okay=False, path_type=str))
 @click.option("--prompts", default=None, type=click.Path(exists=True, path_type=str),
               help="Prompt file (.jsonl / .txt) or directory (default: the prompt set shipped with gguf-mtp).")
@@ -27,9 +59,12 @@ import click
 @click.option("--n-ctx", type=int, default=2048, show_default=True)
 @click.option("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores).")
 @click.option("-ngl", "--n-gpu-layers", type=int, default=None, help="Layers offloaded to a GPU.")
+@click.option("--shard", "part", type=_Part(), default=None,
+              help="i/n: distill a deterministic 1/n of the prompts (shards s with s mod n = i); run every i "
+                   "from 0 to n-1 (any machines sharing the target file), then 'distill-data merge'.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def distill_data(target, prompts, out, max_tokens, temp, top_p, top_k, seed, topk_logits, shard_size, max_prompts,
-                 hidden_dtype, n_ctx, threads, n_gpu_layers, quiet):
+def distill_run(target, prompts, out, max_tokens, temp, top_p, top_k, seed, topk_logits, shard_size, max_prompts,
+                hidden_dtype, n_ctx, threads, n_gpu_layers, part, quiet):
     """Self-distillation data: TARGET answers the prompts itself (greedy or
     sampled, at its own quantization); per position the tokens, the target's
     post-norm hidden states and its top-k logits go to safetensors shards with
@@ -41,7 +76,7 @@ def distill_data(target, prompts, out, max_tokens, temp, top_p, top_k, seed, top
                         max_tokens=max_tokens, temperature=temp, top_p=top_p, top_k=top_k, seed=seed,
                         topk_logits=topk_logits, shard_size=shard_size, max_prompts=max_prompts,
                         hidden_dtype=hidden_dtype, n_ctx=n_ctx, n_threads=threads, n_gpu_layers=n_gpu_layers,
-                        progress=not quiet)
+                        progress=not quiet, part=part)
     from ..runtime.engine import RuntimeErrorLlama
 
     try:
@@ -49,7 +84,27 @@ def distill_data(target, prompts, out, max_tokens, temp, top_p, top_k, seed, top
     except (ValueError, OSError, RuntimeErrorLlama) as e:
         raise click.ClickException(str(e))
     click.echo(f"{r.out}: {r.n_sequences} sequences, {r.n_tokens} tokens "
-               f"({len(r.shards)} shard(s) written, {r.skipped_shards} already there)")
+               f"({len(r.shards)} shard(s) written, {r.skipped_shards} already there)"
+               + (f"; part {part[0]}/{part[1]}: merge the parts with 'gguf-mtp distill-data merge'" if part else ""))
+
+
+@distill_data.command("merge")
+@click.argument("out", type=click.Path(file_okay=False, path_type=str))
+@click.argument("parts", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=str))
+def distill_merge(out, parts):
+    """Join the PARTS of a sharded run (--shard i/n) into OUT: one manifest, the
+    shards hard-linked (copied across file systems). Every part must come from
+    the same target file and settings."""
+    from ..train.distill import merge
+
+    try:
+        r = merge(out, list(parts))
+    except (ValueError, OSError) as e:
+        raise click.ClickException(str(e))
+    note = "complete" if r.complete else f"INCOMPLETE: shards {r.missing} missing (run their part again)"
+    click.echo(f"{r.out}: {r.n_shards} shards, {r.n_sequences} sequences, {r.n_tokens} tokens; {note}")
+    if not r.complete:
+        raise SystemExit(1)
 
 
 @click.command("finetune")

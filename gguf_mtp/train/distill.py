@@ -63,6 +63,9 @@ class DistillConfig:
     n_gpu_layers: int | None = None
     add_special: bool = True
     progress: bool = True
+    #: (i, n): distill only shards s with s % n == i, a deterministic 1/n of the
+    #: prompts (other processes or machines take the rest; :func:`merge` joins them)
+    part: tuple[int, int] | None = None
 
     def identity(self) -> dict:
         """The settings that must match for a resumed run to continue a directory."""
@@ -244,7 +247,14 @@ def distill(cfg: DistillConfig) -> DistillResult:
     done = {e["file"]: e for e in manifest["shards"] if (out / e["file"]).is_file()
             and e["n_sequences"] == expected(e["first_prompt"] // cfg.shard_size)}
     manifest["shards"] = sorted(done.values(), key=lambda e: e["file"])
-    todo = [i for i in range(n_shards) if f"shard-{i:05d}.safetensors" not in done]
+    mine = set(range(n_shards))
+    if cfg.part is not None:
+        i, n = cfg.part
+        if not (n >= 1 and 0 <= i < n):
+            raise ValueError(f"part {i}/{n}: need 0 <= i < n")
+        mine = {s for s in mine if s % n == i}
+        manifest["part"] = {"index": i, "of": n}
+    todo = [i for i in sorted(mine) if f"shard-{i:05d}.safetensors" not in done]
     hidden_dtype = np.float16 if cfg.hidden_dtype == "f16" else np.float32
 
     # the hidden rows are exported only while an MTP context is attached (load_mtp)
@@ -256,9 +266,9 @@ def distill(cfg: DistillConfig) -> DistillResult:
     if cfg.progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(prompts), initial=len(prompts) - sum(expected(i) for i in todo),
-                   unit="seq", desc="Distilling")
-    written, skipped = [], n_shards - len(todo)
+        total = sum(expected(i) for i in mine)
+        bar = tqdm(total=total, initial=total - sum(expected(i) for i in todo), unit="seq", desc="Distilling")
+    written, skipped = [], len(mine) - len(todo)
     with Engine(cfg.target, opts) as eng:
         manifest.update(n_embd=eng.n_embd, n_vocab=eng.n_vocab, arch=eng.meta("general.architecture"))
         for s in todo:
@@ -284,15 +294,82 @@ def distill(cfg: DistillConfig) -> DistillResult:
             manifest["n_tokens"] = sum(e["n_tokens"] for e in manifest["shards"])
             manifest["complete"] = len(manifest["shards"]) == n_shards
             manifest["n_prompts"] = len(prompts)
+            manifest["n_shards"] = n_shards
             _write_json(out / MANIFEST, manifest)
             written.append(name)
     if bar is not None:
         bar.close()
     if not todo:  # nothing to do: still record completeness
-        manifest["complete"] = True
+        manifest["complete"] = {e["file"] for e in manifest["shards"]} >= {f"shard-{i:05d}.safetensors"
+                                                                          for i in range(n_shards)}
+        manifest.update(n_prompts=len(prompts), n_shards=n_shards)
         _write_json(out / MANIFEST, manifest)
     return DistillResult(out, sum(e["n_sequences"] for e in manifest["shards"]),
                          sum(e["n_tokens"] for e in manifest["shards"]), written, skipped)
+
+
+@dataclass
+class MergeResult:
+    out: Path
+    n_shards: int
+    n_sequences: int
+    n_tokens: int
+    complete: bool
+    missing: list[int] = field(default_factory=list)
+
+
+def merge(out: str | Path, parts: list[str | Path]) -> MergeResult:
+    """Join the outputs of ``distill(part=(i, n))`` runs (any machines, the same
+    target file) into one data directory: every part must come from the same
+    target fingerprint, format and settings; the shards are hard-linked (copied
+    across file systems) and one manifest lists them. Shards a part is missing
+    are reported (``complete`` is False then; distill the part again to finish it)."""
+    import shutil
+
+    out = Path(out)
+    if not parts:
+        raise ValueError("merge: give at least one shard directory")
+    manifests = []
+    for d in parts:
+        m = read_manifest(d)
+        if m is None:
+            raise FileNotFoundError(f"{d}: no {MANIFEST} (not a distill-data directory)")
+        manifests.append((Path(d), m))
+    ref_dir, ref = manifests[0]
+    for d, m in manifests[1:]:
+        for key in ("format", "target", "settings", "n_prompts", "n_shards"):
+            if m.get(key) != ref.get(key):
+                raise ValueError(f"{d} and {ref_dir} differ in {key} ({m.get(key)!r} vs {ref.get(key)!r}): "
+                                 "parts of one run must share the target file and every setting")
+    if (out / MANIFEST).exists() or (out.exists() and any(out.iterdir())):
+        raise ValueError(f"{out}: not empty; merge into a new directory")
+    out.mkdir(parents=True, exist_ok=True)
+    shards: dict[str, dict] = {}
+    for d, m in manifests:
+        for e in m["shards"]:
+            src = d / e["file"]
+            if not src.is_file():
+                raise FileNotFoundError(f"{src}: listed in {d / MANIFEST} but absent")
+            if e["file"] in shards:
+                if shards[e["file"]]["n_tokens"] != e["n_tokens"]:
+                    raise ValueError(f"{e['file']}: two parts hold it with different contents")
+                continue
+            try:
+                os.link(src, out / e["file"])
+            except OSError:
+                shutil.copyfile(src, out / e["file"])
+            shards[e["file"]] = e
+    n_shards = ref.get("n_shards") or len(shards)
+    have = {int(f[6:11]) for f in shards}
+    missing = sorted(set(range(n_shards)) - have)
+    merged = {k: v for k, v in ref.items() if k not in ("shards", "part")}
+    merged["shards"] = [shards[f] for f in sorted(shards)]
+    merged["n_sequences"] = sum(e["n_sequences"] for e in merged["shards"])
+    merged["n_tokens"] = sum(e["n_tokens"] for e in merged["shards"])
+    merged["complete"] = not missing
+    merged["merged_from"] = [str(d) for d, _ in manifests]
+    _write_json(out / MANIFEST, merged)
+    return MergeResult(out, len(shards), merged["n_sequences"], merged["n_tokens"], not missing, missing)
 
 
 def load_sequences(data_dir: str | Path):
@@ -313,5 +390,6 @@ def load_sequences(data_dir: str | Path):
                    "n_prompt": int(a["n_prompt"][i]), "prompt_index": int(a["prompt_index"][i])}
 
 
-__all__ = ["DistillConfig", "DistillResult", "distill", "load_sequences", "read_manifest", "record_sequence"]
+__all__ = ["DistillConfig", "DistillResult", "MergeResult", "distill", "load_sequences", "merge", "read_manifest",
+           "record_sequence"]
 _ = asdict  # dataclasses.asdict is used by callers that log the config

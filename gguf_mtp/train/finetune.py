@@ -192,9 +192,9 @@ class WindowDataset(torch.utils.data.Dataset):
         return d
 
 
-def collate(items: list[dict]) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest window; ``valid`` marks real rows."""
-    n = max(len(it["tokens"]) for it in items)
+def collate(items: list[dict], pad_to: int = 0) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest window (at least ``pad_to``); ``valid`` marks real rows."""
+    n = max(pad_to, max(len(it["tokens"]) for it in items))
     out = {}
     for key in ("tokens", "hidden", "topk_values", "topk_indices", "response"):
         arrs = []
@@ -279,7 +279,12 @@ def _finetune(cfg: FinetuneConfig) -> FinetuneResult:
     from .distill import check_data_for
 
     check_data_for(cfg.data, cfg.target)     # before anything is written: data of another model trains nothing
-    acc = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # chained MTP layers (K < H) leave layers without a gradient in a step: DDP must be told
+    unused = cfg.method != "medusa" and _n_mtp_layers(cfg.target) > cfg.n_predict
+    acc = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision,
+                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)])
     set_seed(cfg.seed)
     out = Path(cfg.out)
     if acc.is_main_process:
@@ -308,10 +313,22 @@ def _finetune(cfg: FinetuneConfig) -> FinetuneResult:
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
 
+    import functools
+
     data = WindowDataset(cfg.data, cfg.seq_len, min_len=min_len)
     sampler = EpochSampler(len(data), cfg.seed)
-    loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
+    # several processes: every step's global batch is the one-process batch of batch_size x processes
+    # (accelerate deals consecutive batches to the processes), and the loss means are taken over the
+    # global token counts, so the step equals one process's step on the whole batch. Windows are
+    # padded to seq_len so that every process runs the same recursion steps (and collectives).
+    distributed = acc.num_processes > 1
+    loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, sampler=sampler,
+                                         collate_fn=functools.partial(collate, pad_to=cfg.seq_len if distributed
+                                                                      else 0),
                                          drop_last=len(data) >= cfg.batch_size * acc.num_processes)
+    if distributed:
+        count = lambda n: acc.reduce(n.detach().float(), "sum") / acc.num_processes  # noqa: E731
+        loss_fn = functools.partial(loss_fn, count=count)
     module, opt, loader = acc.prepare(module, opt, loader)
     acc.register_for_checkpointing(sched)
 
@@ -328,8 +345,10 @@ def _finetune(cfg: FinetuneConfig) -> FinetuneResult:
         acc.load_state(str(ckpt))
         start = saved["step"]
     log_path = out / "train_log.jsonl"
-    if acc.is_main_process and start == 0 and log_path.exists():
-        log_path.unlink()
+    if acc.is_main_process and log_path.exists():
+        # a run killed after its last checkpoint logged steps it will redo: keep the log up to the checkpoint
+        keep = [x for x in log_path.read_text().splitlines() if _logged_step(x) <= start] if start else []
+        log_path.write_text("".join(x + "\n" for x in keep))
 
     per_epoch = len(loader)
     if per_epoch == 0:
@@ -360,7 +379,18 @@ def _finetune(cfg: FinetuneConfig) -> FinetuneResult:
             opt.step()
             sched.step()
             step += 1
-            last = {"step": step, "loss": float(loss.detach()), "lr": sched.get_last_lr()[0],
+            if distributed:     # the global batch's numbers (each process's are a share of them)
+                loss_v = float(acc.reduce(loss.detach(), "mean"))
+                vec = acc.reduce(torch.tensor(m["ce"] + m["acc"] + m["kl"] + m.get("feat", []),
+                                              dtype=torch.float64, device=loss.device), "mean").tolist()
+                nk = len(m["ce"])
+                m = {**m, "ce": vec[:nk], "acc": vec[nk:2 * nk], "kl": vec[2 * nk:2 * nk + len(m["kl"])],
+                     "n": [int(x) for x in acc.reduce(torch.tensor(m["n"], device=loss.device), "sum").tolist()]}
+                if m.get("feat"):
+                    m["feat"] = vec[2 * nk + len(m["kl"]):]
+            else:
+                loss_v = float(loss.detach())
+            last = {"step": step, "loss": loss_v, "lr": sched.get_last_lr()[0],
                     "ce": m["ce"], "acc": m["acc"], "n": m["n"]}
             if m["kl"]:
                 last["kl"] = m["kl"]
@@ -388,6 +418,21 @@ def _finetune(cfg: FinetuneConfig) -> FinetuneResult:
             state = {f"mtp.{k}": v for k, v in model.mtp_state_dict().items()}
             save_heads(out, state, heads.layout, cfg.target, extra=extra)
     return FinetuneResult(out, step, start, last)
+
+
+def _logged_step(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return 1 << 62          # a torn last line: dropped
+
+
+def _n_mtp_layers(target: str | Path) -> int:
+    from ..gguf.constants import Keys, arch_key
+    from ..gguf.inspect import read_header
+
+    kv = read_header(target).kv
+    return int(kv.get(arch_key(Keys.LLM.NEXTN_PREDICT_LAYERS, kv.get("general.architecture", "")), 0) or 0)
 
 
 def _save_checkpoint(acc, out: Path, step: int, cfg: FinetuneConfig) -> None:

@@ -44,11 +44,20 @@ def restrict_lm_heads(module: torch.nn.Module, ids: np.ndarray) -> torch.Tensor:
     return remap
 
 
+def _denom(mask: torch.Tensor, count) -> torch.Tensor:
+    """The positions a mean is taken over: this batch's, or ``count``'s (several
+    processes: the global count over the process count, so that averaging the
+    processes' gradients gives exactly the one-process gradient of the global batch)."""
+    n = mask.sum()
+    return (n if count is None else count(n)).clamp(min=1)
+
+
 def mtp_losses(module, batch: dict[str, torch.Tensor], cfg,
-               remap: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+               remap: torch.Tensor | None = None, count=None) -> tuple[torch.Tensor, dict]:
     """The recursive K-step loss of one batch; returns (loss, metrics).
     ``remap`` (:func:`restrict_lm_heads`): the heads' logits are over a draft
-    vocabulary; targets are mapped into it and those outside drop out."""
+    vocabulary; targets are mapped into it and those outside drop out.
+    ``count``: see :func:`_denom`."""
     x, h, valid = batch["tokens"], batch["hidden"], batch["valid"]
     use = valid & batch["response"] if cfg.response_only else valid
     T = x.shape[1]
@@ -72,13 +81,13 @@ def mtp_losses(module, batch: dict[str, torch.Tensor], cfg,
             target = target.clamp(min=0)
         logp = F.log_softmax(logits.float(), dim=-1)
         nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        denom = mask.sum().clamp(min=1)
+        denom = _denom(mask, count)
         ce = (nll * mask).sum() / denom
         step_loss = ce
         if cfg.method == "eagle" and cfg.feature_weight > 0:
             # the predicted feature regresses the target's own post-norm state at that position
             feat = F.smooth_l1_loss(prev.float(), h[:, k:k + n].float(), reduction="none").mean(-1)
-            feat = (feat * mask).sum() / mask.sum().clamp(min=1)
+            feat = (feat * mask).sum() / denom
             step_loss = step_loss + cfg.feature_weight * feat
             metrics.setdefault("feat", []).append(float(feat.detach()))
         if cfg.method in ("mtp-d", "eagle") and cfg.kl_weight > 0:
@@ -97,8 +106,9 @@ def mtp_losses(module, batch: dict[str, torch.Tensor], cfg,
     return total, metrics
 
 
-def medusa_losses(module, batch: dict[str, torch.Tensor], cfg) -> tuple[torch.Tensor, dict]:
-    """Sum over heads of beta-weighted CE (+ kl_weight x KL to the recorded top-k)."""
+def medusa_losses(module, batch: dict[str, torch.Tensor], cfg, count=None) -> tuple[torch.Tensor, dict]:
+    """Sum over heads of beta-weighted CE (+ kl_weight x KL to the recorded top-k);
+    ``count``: see :func:`_denom`."""
     m = getattr(module, "module", module)                 # DistributedDataParallel wraps it
     x, h, valid = batch["tokens"], batch["hidden"], batch["valid"]
     use = valid & batch["response"] if cfg.response_only else valid
@@ -115,7 +125,7 @@ def medusa_losses(module, batch: dict[str, torch.Tensor], cfg) -> tuple[torch.Te
         target = x[:, k + 2:k + 2 + n]
         mask = use[:, k + 2:k + 2 + n]
         nll = -m.token_logp(logp, target.unsqueeze(-1)).squeeze(-1)
-        denom = mask.sum().clamp(min=1)
+        denom = _denom(mask, count)
         ce = (nll * mask).sum() / denom
         loss = ce
         if cfg.kl_weight > 0:

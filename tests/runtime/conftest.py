@@ -61,8 +61,8 @@ def default_gguf(tmp_path_factory):
     """The embedded default model (trained, its MTP head accepts), converted."""
     from gguf_mtp.models.default import default_gguf as build
 
-    def get(outtype: str = "f32") -> Path:
-        return build(outtype=outtype, cache=tmp_path_factory.getbasetemp() / "default")
+    def get(outtype: str = "f32", **kw) -> Path:
+        return build(outtype=outtype, cache=tmp_path_factory.getbasetemp() / "default", **kw)
 
     return get
 
@@ -114,3 +114,13 @@ def trained_medusa_gguf(default_gguf, tmp_path_factory):
         return made[outtype]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def stock_tool() -> Path:
+    """The pristine (unpatched) pinned llama.cpp's llama-speculative-simple: what
+    a user of stock llama.cpp runs. Built once and cached (minutes cold, tools/test.sh
+    builds it up front); never skipped."""
+    from gguf_mtp.bench.upstream_mtp import build_tool
+
+    return build_tool(progress=False, log=lambda *a: None)

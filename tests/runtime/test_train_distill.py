@@ -111,3 +111,37 @@ def test_finetune_refuses_data_of_another_model(default_gguf, tmp_path):
     from gguf_mtp.train.distill import check_data_for
 
     assert check_data_for(tmp_path / "d", default_gguf("q4_0"))["model"]["n_vocab"] > 0
+
+
+def test_sharded_distill_merges_to_the_single_run(default_gguf, tmp_path):
+    """--shard i/n on separate processes (here: separate runs sharing only the
+    target file), then merge: shard for shard the single-process data."""
+    from safetensors.numpy import load_file
+
+    target = default_gguf("q8_0")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"def helper_{i}(x):\n" for i in range(7)))
+    kw = dict(target=str(target), prompts=str(prompts), max_tokens=6, shard_size=2, n_threads=2, progress=False)
+    single = distill(DistillConfig(out=str(tmp_path / "single"), **kw))
+    parts = []
+    for i in range(3):
+        r = CliRunner().invoke(main, ["distill-data", str(target), "--prompts", str(prompts), "--out",
+                                      str(tmp_path / f"part{i}"), "-n", "6", "--shard-size", "2", "-t", "2",
+                                      "--shard", f"{i}/3", "-q"])
+        assert r.exit_code == 0, r.output
+        parts.append(str(tmp_path / f"part{i}"))
+        assert not read_manifest(parts[-1])["complete"]
+    # a part missing is reported, not papered over
+    r = CliRunner().invoke(main, ["distill-data", "merge", str(tmp_path / "partial"), *parts[:2]])
+    assert r.exit_code == 1 and "missing" in r.output
+    r = CliRunner().invoke(main, ["distill-data", "merge", str(tmp_path / "merged"), *parts])
+    assert r.exit_code == 0, r.output
+    a, b = read_manifest(single.out), read_manifest(tmp_path / "merged")
+    assert b["complete"] and [e for e in a["shards"]] == [e for e in b["shards"]]
+    for e in a["shards"]:
+        x, y = load_file(str(single.out / e["file"])), load_file(str(tmp_path / "merged" / e["file"]))
+        assert x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)
+    # parts of another run (other settings) do not merge
+    other = distill(DistillConfig(out=str(tmp_path / "other"), **{**kw, "max_tokens": 5}, part=(0, 3)))
+    r = CliRunner().invoke(main, ["distill-data", "merge", str(tmp_path / "bad"), str(other.out), parts[1]])
+    assert r.exit_code != 0 and "settings" in r.output

@@ -1,16 +1,12 @@
 """Upstream llama.cpp draft-mtp baseline (``gguf_mtp.bench.upstream_mtp``) end
-to end: the tool's greedy output equals plain decoding. Needs the tool
-(``python -m gguf_mtp.bench.upstream_mtp build``)."""
+to end: the tool's greedy output equals plain decoding. The tool is built (and
+cached) by the ``stock_tool`` fixture; tools/test.sh builds it up front."""
 
 from __future__ import annotations
 
 import pytest
 
 from gguf_mtp.bench import upstream_mtp as um
-
-needs_tool = pytest.mark.skipif(um.tool_path() is None,
-                                reason="upstream llama-speculative-simple not built "
-                                       "(python -m gguf_mtp.bench.upstream_mtp build)")
 
 PROMPTS = ("def fibonacci(n):", "The history of the printing press")
 N_TOKENS = 24
@@ -25,11 +21,10 @@ def plain_texts(default_gguf):
         return path, {p: generate(eng, p, N_TOKENS, drafter="none").text for p in PROMPTS}
 
 
-@needs_tool
 @pytest.mark.parametrize("k", [1, 2, 3])
-def test_upstream_draft_mtp_matches_plain_greedy(plain_texts, k):
+def test_upstream_draft_mtp_matches_plain_greedy(plain_texts, stock_tool, k):
     path, ref = plain_texts
-    tool = um.tool_path()
+    tool = stock_tool
     for p in PROMPTS:
         r = um.run_draft_mtp(tool, path, p, N_TOKENS, k, threads=2)
         assert r.text == ref[p], (p, k, r.stderr_tail)

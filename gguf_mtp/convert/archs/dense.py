@@ -111,6 +111,7 @@ def _dense(hf: str, gguf_arch: str) -> AppendedNextNArch:
         mtp_layers_key="num_nextn_predict_layers",
         hidden_source=_HIDDEN,
         converter_mixin=DenseMTPConverter,
+        stock_mtp=False,        # patch 0004
     )
 
 
@@ -124,4 +125,5 @@ GEMMA3_MTP = AppendedNextNArch(
     mtp_layers_key="num_nextn_predict_layers",
     hidden_source=_HIDDEN,
     converter_mixin=DenseMTPConverter,
+    stock_mtp=False,            # patch 0008
 )

@@ -73,4 +73,5 @@ MIMO = MTPArch(
     hidden_source="the trunk's last hidden state AFTER its final norm (model.norm)",
     converter_base="Qwen2ForCausalLM",
     converter_mixin=MiMoMTPConverter,
+    stock_mtp=False,            # the dense MTP graph of patch 0004
 )

@@ -24,6 +24,9 @@ class MTPArch:
     converter_mixin: type | None = None
     #: what the tensor table does not say (e.g. FP8 scales folded in), for the docs
     notes: tuple[str, ...] = ()
+    #: the pinned llama.cpp, unpatched, loads this family's MTP layers (False: only
+    #: the patch series has an MTP graph for it; ``gguf-mtp strip`` drops them)
+    stock_mtp: bool = True
 
     @property
     def tensors(self):
