@@ -65,8 +65,9 @@ def evaluate(path, prompts, n_tokens, threads, max_draft):
             runs = {p["text"]: generate(eng, p["text"], n_tokens, drafter="mtp", draft=k) for p in prompts}
             r = summary(runs.values(), k)
             r["lossless"] = all(runs[t].tokens == plain[t].tokens for t in runs)
-            r["speedup_median"] = round(statistics.median(runs[t].stats.tokens_per_s / plain[t].stats.tokens_per_s
-                                                          for t in runs), 3)
+            ratios = [runs[t].stats.tokens_per_s / plain[t].stats.tokens_per_s for t in runs
+                      if plain[t].stats.tokens_per_s > 0]      # a prompt answered by end-of-text at once has none
+            r["speedup_median"] = round(statistics.median(ratios), 3) if ratios else None
             kinds = sorted({p["kind"] for p in prompts})
             r["per_kind"] = {kind: summary([runs[p["text"]] for p in prompts if p["kind"] == kind], k)
                              for kind in kinds}
