@@ -97,8 +97,10 @@ class SpeculativeLlama:
         if seed is None and self.seed is not None:
             seed = self.seed + self._calls
         self._calls += 1
+        # a seed means "this text again": drafts are then the heads' most likely tokens
+        # (match rule), so the text does not depend on the drafter or what auto learned
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                repeat_penalty=repeat_penalty, seed=seed)
+                                repeat_penalty=repeat_penalty, seed=seed, match_drafts=seed is not None)
         tokens = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
         if max_tokens is None or max_tokens <= 0:
             max_tokens = self.n_ctx() - len(tokens)

@@ -77,6 +77,10 @@ class SamplingParams:
     repeat_penalty: float = 1.0
     repeat_last_n: int = 64
     seed: int | None = None
+    #: drafters propose their most likely tokens, verified by the match rule, so that
+    #: a seeded run is plain sampling's text token for token with any drafter
+    #: (False: sampled drafts and the rejection rule, which accepts more)
+    match_drafts: bool = False
 
     def __post_init__(self):
         if not self.temperature >= 0.0:

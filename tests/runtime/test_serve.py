@@ -341,3 +341,14 @@ def test_speculative_llama_runs_medusa(trained_medusa_gguf):
         r = llm.create_completion(PROMPTS[0], max_tokens=32, temperature=0, draft=2)
         assert r["choices"][0]["text"] == want
         assert r["timings"]["draft_n"] > 0       # (draft='auto' may decline to draft on a CPU: trees cost)
+
+
+def test_a_seed_gives_plain_samplings_text_with_any_drafter(model):
+    """Seeded requests draft the heads' most likely tokens (match rule), so the
+    text is plain sampling's whatever drafter runs or what auto has learned."""
+    with SpeculativeLlama(str(model), n_ctx=2048, n_threads=2, drafter="auto", drafters=["mtp", "ngram"]) as llm:
+        kw = dict(max_tokens=40, temperature=0.9, top_p=0.95, seed=123)
+        want = llm.create_completion(PROMPTS[0], drafter="none", **kw)["choices"][0]["text"]
+        for drafter, draft in (("mtp", 3), ("mtp", 1), ("ngram", 4), ("auto", "auto"), ("auto", "auto")):
+            got = llm.create_completion(PROMPTS[0], drafter=drafter, draft=draft, **kw)
+            assert got["choices"][0]["text"] == want, (drafter, draft)

@@ -21,6 +21,7 @@ LAYERS = [
     ("gguf_mtp.testing",),
     ("gguf_mtp.models",),
     ("gguf_mtp.bench",),
+    ("gguf_mtp.serve",),
     ("gguf_mtp.cli",),
 ]
 

@@ -57,8 +57,18 @@ class MTPDrafter(Drafter):
         self.catch_tokens: list[int] = []
         self.catch_hidden: list[np.ndarray] = []
 
+    @staticmethod
+    def deterministic(params) -> bool:
+        """Draft the head's most likely token (verified by the match rule) rather
+        than a draw from its distribution (rejection rule): greedy decoding, and
+        sampling with ``match_drafts`` (SpeculativeLlama and the server set it for
+        seeded requests), so that a seed gives plain sampling's text whatever
+        drafter or draft length runs (drawn drafts consume the seed's random
+        numbers). Otherwise the rejection rule's higher acceptance."""
+        return params.greedy or params.match_drafts
+
     def _draft_token(self, eng, row, context, drafts, params, rng, qs) -> int:
-        if params.greedy:
+        if qs is None:
             return eng.mtp_argmax(row)
         q = target_distribution(eng.mtp_logits(row), context + drafts, params)
         qs.append(q)
@@ -66,7 +76,7 @@ class MTPDrafter(Drafter):
 
     def propose(self, eng, context, tok, pos, k, params, rng):
         drafts: list[int] = []
-        qs: list[np.ndarray] | None = None if params.greedy else []
+        qs: list[np.ndarray] | None = None if self.deterministic(params) else []
         p0 = pos - len(self.catch_tokens)
         toks = self.catch_tokens + [tok]
         hid = self.catch_hidden + [self.pending]
