@@ -59,11 +59,13 @@ def serve(file, host, port, drafter, drafters, draft, draft_max, n_ctx, n_batch,
     if bad:
         raise click.BadParameter(f"unknown drafter(s) {', '.join(bad)}; choose from {', '.join(DRAFTERS)}",
                                  param_hint="--drafters")
-    llm = SpeculativeLlama(file, n_ctx=n_ctx, n_batch=n_batch, n_threads=threads, n_gpu_layers=n_gpu_layers,
-                           seed=seed, drafter=drafter, draft=draft, draft_max=draft_max, verbose=verbose,
-                           drafters=extra, cache_prompt=not no_cache_prompt)
+    def make_llm():
+        return SpeculativeLlama(file, n_ctx=n_ctx, n_batch=n_batch, n_threads=threads, n_gpu_layers=n_gpu_layers,
+                                seed=seed, drafter=drafter, draft=draft, draft_max=draft_max, verbose=verbose,
+                                drafters=extra, cache_prompt=not no_cache_prompt)
+
     model_id = alias or Path(file).name.removesuffix(".gguf")
-    app = create_app(llm, model_id=model_id, api_key=api_key, max_queue=max_queue)
+    app = create_app(make_llm, model_id=model_id, api_key=api_key, max_queue=max_queue)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))

@@ -68,20 +68,26 @@ def _median_time(fn, repeats: int) -> float:
 
 def measure_cost_model(eng, n_max: int = 9, repeats: int = 5, context: int = 64) -> CostModel:
     """Time target passes of 1..n_max tokens after a ``context``-token prefix,
-    and one MTP drafting step when the model has an MTP head."""
+    and one MTP drafting step when the model has an MTP head. The sizes are
+    timed interleaved (1, 2, ..., n_max, then again), so that a slow stretch of
+    the machine weighs on every size alike rather than bending the curve."""
     eng.clear()
     prefix = [int(t) % eng.n_vocab for t in range(1, context + 1)]
     eng.target_decode(prefix, 0, [False] * (context - 1) + [True], prefill=True)
-    times = []
+
+    def run(n):
+        eng.target_decode(prefix[:n], context, [True] * n)
+        eng.target_truncate(context)
+
     for n in range(1, n_max + 1):
-        toks = prefix[:n]
-
-        def run(toks=toks, n=n):
-            eng.target_decode(toks, context, [True] * n)
-            eng.target_truncate(context)
-
-        run()  # warm-up (graph allocation for this size)
-        times.append(_median_time(run, repeats))
+        run(n)  # warm-up (graph allocation for this size)
+    samples: list[list[float]] = [[] for _ in range(n_max)]
+    for _ in range(repeats):
+        for n in range(1, n_max + 1):
+            t = time.perf_counter()
+            run(n)
+            samples[n - 1].append(time.perf_counter() - t)
+    times = [float(np.median(x)) for x in samples]
     draft = 0.0
     if eng.has_mtp:
         h = np.zeros((context, eng.n_embd), dtype=np.float32)
@@ -95,6 +101,29 @@ def measure_cost_model(eng, n_max: int = 9, repeats: int = 5, context: int = 64)
         draft = _median_time(step, repeats) / times[0]
     eng.clear()
     return CostModel([t / times[0] for t in times], times[0], draft)
+
+
+def _one_token_s(eng, repeats: int = 5, context: int = 16) -> float:
+    """The median time of a 1-token target pass now (leaves the cache cleared)."""
+    eng.clear()
+    prefix = [int(t) % eng.n_vocab for t in range(1, context + 1)]
+    eng.target_decode(prefix, 0, [False] * (context - 1) + [True], prefill=True)
+
+    def run():
+        eng.target_decode(prefix[:1], context, [True])
+        eng.target_truncate(context)
+
+    run()
+    t = _median_time(run, repeats)
+    eng.clear()
+    return t
+
+
+#: a cached cost model is re-measured when a 1-token pass now takes this much
+#: longer or shorter than when it was measured: a cached curve measured on a busy
+#: machine (or from a thread that ran llama.cpp 6x slower, see serve/worker.py) had
+#: c(2..9) = 1.2-1.5 on SmolLM2 where it is 1.7-4.0, and auto then drafted at a loss
+RECHECK_RATIO = 1.5
 
 
 def _cost_key(eng, n_max: int) -> str:
@@ -116,8 +145,16 @@ def cost_model(eng, n_max: int = 9, refresh: bool = False) -> CostModel:
         except json.JSONDecodeError:
             table = {}
     if key in table and not refresh:
-        return CostModel(**table[key])
+        cm = CostModel(**table[key])
+        if getattr(eng, "_cost_checked", None) == key:
+            return cm
+        # once per engine: is the cached curve still this machine's?
+        now = _one_token_s(eng)
+        eng._cost_checked = key
+        if 1 / RECHECK_RATIO <= now / cm.t1_s <= RECHECK_RATIO:
+            return cm
     cm = measure_cost_model(eng, n_max)
+    eng._cost_checked = key
     table[key] = asdict(cm)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

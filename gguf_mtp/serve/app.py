@@ -99,10 +99,12 @@ class ChatRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
 
 
-def create_app(llm: SpeculativeLlama, *, model_id: str, api_key: str | None = None, max_queue: int = 16) -> FastAPI:
-    """The FastAPI application serving ``llm`` under the name ``model_id``."""
-    worker = Worker(llm, max_queue=max_queue)
-
+def create_app(make_llm, *, model_id: str, api_key: str | None = None, max_queue: int = 16) -> FastAPI:
+    """The FastAPI application serving the model ``make_llm()`` loads (on the
+    worker thread, see :mod:`.worker`) under the name ``model_id``. Returns once
+    the model is loaded (raises what loading raised)."""
+    worker = Worker(make_llm, max_queue=max_queue)
+    llm = worker.llm
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield

@@ -284,8 +284,8 @@ def small_server(model):
 
     from gguf_mtp.serve import create_app
 
-    llm = SpeculativeLlama(str(model), n_ctx=2048, n_threads=2, drafter="none")
-    app = create_app(llm, model_id="m", api_key="sk-secret", max_queue=0)
+    app = create_app(lambda: SpeculativeLlama(str(model), n_ctx=2048, n_threads=2, drafter="none"),
+                     model_id="m", api_key="sk-secret", max_queue=0)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
@@ -296,7 +296,6 @@ def small_server(model):
     yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     srv.should_exit = True
     th.join(timeout=30)
-    llm.close()
 
 
 def test_api_key_is_required(small_server):
