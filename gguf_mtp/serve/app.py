@@ -28,7 +28,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..runtime.api import SpeculativeLlama
 from .worker import Busy, Worker
 
 

@@ -28,15 +28,18 @@ def launcher():
     return [sys.executable, "-m", "torch.distributed.run"]
 
 
-@pytest.fixture(scope="module")
-def data(default_gguf, tmp_path_factory):
+def _distill(target, out):
     from gguf_mtp.train.distill import DistillConfig, distill
     from gguf_mtp.train.prompts import DEFAULT_PROMPTS_DIR
 
-    out = tmp_path_factory.mktemp("distilled-2p")
-    distill(DistillConfig(target=str(default_gguf("q8_0")), prompts=str(DEFAULT_PROMPTS_DIR), out=str(out),
+    distill(DistillConfig(target=str(target), prompts=str(DEFAULT_PROMPTS_DIR), out=str(out),
                           max_tokens=40, max_prompts=8, shard_size=4, n_threads=2, progress=False))
     return out
+
+
+@pytest.fixture(scope="module")
+def data(default_gguf, tmp_path_factory):
+    return _distill(default_gguf("q8_0"), tmp_path_factory.mktemp("distilled-2p"))
 
 
 def _cmd(launcher, n_proc, data, target, out, batch, *extra):
@@ -72,13 +75,8 @@ def test_two_processes_follow_the_one_process_curve(launcher, data, default_gguf
     if model == "default":
         target, train_data = default_gguf("q8_0"), data
     else:   # two chained MTP layers trained with K = 1: the second layer gets no gradient
-        from gguf_mtp.train.distill import DistillConfig, distill
-        from gguf_mtp.train.prompts import DEFAULT_PROMPTS_DIR
-
         target = factory.gguf("f32", mtp_layers=2, init_std=0.1)
-        train_data = tmp_path / "data"
-        distill(DistillConfig(target=str(target), prompts=str(DEFAULT_PROMPTS_DIR), out=str(train_data),
-                              max_tokens=40, max_prompts=8, shard_size=4, n_threads=2, progress=False))
+        train_data = _distill(target, tmp_path / "data")
     extra = ["--n-predict", "1"] if model == "chained" else []
     one, two = tmp_path / "one", tmp_path / "two"
     t1 = _run(_cmd(launcher, 1, train_data, target, one, 4, *extra))
