@@ -144,7 +144,7 @@ def main():
     r = retrofit(RetrofitConfig(target=str(target), out=str(work / "retrofit.gguf"), work=str(work / "stages"),
                                 prompts=str(prompts_file), max_prompts=None, max_tokens=a.max_tokens, steps=a.steps,
                                 lr=a.lr, batch_size=a.batch_size, seq_len=a.seq_len, head_type=a.head_type,
-                                n_threads=a.threads))
+                                n_threads=a.threads, draft_vocab=0))  # full head: the draft vocabularies are measured below
     res["retrofit"] = {"seconds": time.time() - t, "reused_stages": r.reused, "sequences": r.n_sequences,
                        "tokens": r.n_tokens, "steps": r.steps, "last_step": r.last}
     log = work / "stages" / "heads" / "train_log.jsonl"

@@ -245,10 +245,14 @@ def compress_vocab_cmd(target, data, out, size, responses_only, quiet):
 @click.option("--train-vocab", type=int, default=0, show_default=True,
               help="Train over the N most frequent distilled tokens only (0 = the whole vocabulary); "
                    "for large vocabularies (Gemma 3: 262,144), with 'compress-vocab -N' for drafting.")
+@click.option("--draft-vocab", type=int, default=8192, show_default=True,
+              help="OUT's head drafts over the N most frequent distilled tokens (compress-vocab: a draft step "
+                   "computes N logits, not the whole vocabulary; verification, hence the output, is unchanged); "
+                   "0 = the full head. With --work the full-head file is kept there as retrofit-full.gguf.")
 @click.option("-t", "--threads", type=int, default=None, help="CPU threads for distilling (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def retrofit_cmd(target, out, steps, prompts, max_prompts, max_tokens, lr, batch_size, seq_len, head_type, work,
-                 train_vocab, threads, quiet):
+                 train_vocab, draft_vocab, threads, quiet):
     """Give a dense llama / qwen2 / qwen3 / gemma3 GGUF without MTP layers a trained
     MTP head, writing OUT. TARGET's trunk is copied unchanged; one MTP block
     is appended (initialised from the trunk's last layer), trained with
@@ -260,7 +264,8 @@ def retrofit_cmd(target, out, steps, prompts, max_prompts, max_tokens, lr, batch
 
     cfg = RetrofitConfig(target=target, out=out, work=work, prompts=prompts, max_prompts=max_prompts,
                          max_tokens=max_tokens, steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len,
-                         head_type=head_type, train_vocab=train_vocab, n_threads=threads, progress=not quiet)
+                         head_type=head_type, train_vocab=train_vocab, draft_vocab=draft_vocab, n_threads=threads,
+                         progress=not quiet)
     try:
         r = retrofit(cfg)
     except (RetrofitError, HeadsError, StitchError, ValueError, FileNotFoundError) as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,8 +231,16 @@ def convert(model_dir: str | Path, out_path: str | Path, options: ConvertOptions
     os.close(fd)
     try:
         with _converter_logging(opts.verbose), torch.inference_mode():
-            model = cls(ck.directory, ftype, tmp, use_temp_file=False, eager=False)
-            model.write()
+            try:
+                model = cls(ck.directory, ftype, tmp, use_temp_file=False, eager=False)
+                model.write()
+            except (ValueError, KeyError, IndexError, TypeError, AssertionError, NotImplementedError,
+                    FileNotFoundError, json.JSONDecodeError) as e:
+                # the pinned converter's own errors on a checkpoint it cannot read: one clear line
+                # naming the stage, not a traceback from deep inside convert_hf_to_gguf
+                what = type(e).__name__
+                raise ConversionError(f"{ck.directory}: the pinned llama.cpp converter failed on this checkpoint "
+                                      f"({what}: {str(e)[:400] or 'no message'}); run with -v for its log") from e
         if opts.heads == "medusa":
             if opts.init == "scratch":
                 heads = init_scratch(_n_embd(tmp), opts.medusa_heads, opts.medusa_layers)

@@ -182,3 +182,22 @@ def test_cli_convert_errors_are_clean(factory, tmp_path):
     assert r.exit_code != 0
     assert "Error:" in r.output and "no MTP layers" in r.output
     assert "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("damage", ["tokenizer-json", "no-tokenizer"])
+def test_upstream_converter_errors_are_one_clear_line(factory, tmp_path, damage):
+    """A checkpoint that passes our checks but that the pinned converter cannot
+    read (a broken or missing tokenizer) is one line naming the checkpoint, no
+    traceback, no output file."""
+    ck = tmp_path / "ck"
+    shutil.copytree(factory.checkpoint(), ck)
+    if damage == "tokenizer-json":
+        (ck / "tokenizer.json").write_text("{not json")
+    else:
+        for f in ("tokenizer.json", "tokenizer_config.json"):
+            (ck / f).unlink()
+    out = tmp_path / "o.gguf"
+    r = CliRunner().invoke(main, ["convert", str(ck), str(out), "-q"])
+    assert r.exit_code != 0
+    assert "Traceback" not in r.output and str(ck) in r.output, r.output
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
