@@ -10,8 +10,35 @@ from ..runtime.drafters import DRAFTERS
 from .generate import _DraftLength
 
 
+#: names FILE may also be: the embedded default model, or a model `gguf-mtp models fetch` got
+MODEL_NAMES = ("default", "smollm2", "gemma3")
+
+
+def resolve_model(file: str) -> str:
+    """A GGUF path, or one of :data:`MODEL_NAMES` (the default model is converted on first use,
+    at q8_0 with its draft vocabulary: what the demo recommends)."""
+    from pathlib import Path as _P
+
+    if _P(file).is_file() or file not in MODEL_NAMES:
+        if not _P(file).is_file():
+            raise click.BadParameter(f"{file}: no such GGUF file (or one of {', '.join(MODEL_NAMES)})",
+                                     param_hint="FILE")
+        return file
+    if file == "default":
+        from ..models.default import default_gguf
+
+        return str(default_gguf("q8_0", draft_vocab=True))
+    from ..models.fetch import MODELS
+
+    m = MODELS[file]
+    if not m.available():
+        raise click.BadParameter(f"{file} is not fetched yet: run `gguf-mtp models fetch {file}`",
+                                 param_hint="FILE")
+    return str(m.path())
+
+
 @click.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("file", type=str)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=8000, show_default=True, help="Port (0: a free one, printed).")
 @click.option("--drafter", type=click.Choice(list(DRAFTERS)), default="auto", show_default=True,
@@ -37,7 +64,8 @@ from .generate import _DraftLength
 @click.option("--verbose", is_flag=True, help="llama.cpp's log on stderr.")
 def serve(file, host, port, drafter, drafters, draft, draft_max, n_ctx, n_batch, n_gpu_layers, threads, alias,
           api_key, max_queue, no_cache_prompt, seed, verbose):
-    """Serve FILE with OpenAI's API (/v1/models, /v1/completions,
+    """Serve FILE (a GGUF, or 'default' for the embedded default model, or
+    'smollm2' / 'gemma3' once fetched) with OpenAI's API (/v1/models, /v1/completions,
     /v1/chat/completions; streaming as server-sent events) and speculative
     decoding. Requests may set the extension fields 'drafter', 'draft' and
     'exact'; responses carry llama-server's 'timings' (draft_n,
@@ -54,6 +82,7 @@ def serve(file, host, port, drafter, drafters, draft, draft_max, n_ctx, n_batch,
     from ..runtime.api import SpeculativeLlama
     from ..serve import create_app
 
+    file = resolve_model(file)
     extra = [d.strip() for d in drafters.split(",") if d.strip()]
     bad = [d for d in extra if d not in DRAFTERS]
     if bad:

@@ -127,6 +127,10 @@ def create_app(make_llm, *, model_id: str, api_key: str | None = None, max_queue
         msg = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}" for e in errs)
         return APIError(400, msg or "malformed request body", param=where).response()
 
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):
+        return APIError(500, f"{type(exc).__name__}: {exc}", "server_error").response()
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"

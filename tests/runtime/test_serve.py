@@ -87,6 +87,16 @@ def _model_id(client):
     return client.models.list().data[0].id
 
 
+def test_serve_resolves_model_names(tmp_path):
+    import click
+
+    from gguf_mtp.cli.serve import resolve_model
+
+    with pytest.raises(click.BadParameter, match="no such GGUF"):
+        resolve_model(str(tmp_path / "missing.gguf"))
+    assert resolve_model("default").endswith(".gguf")          # converted on first use, then cached
+
+
 def test_models_lists_the_file(client, model):
     data = client.models.list().data
     assert [m.id for m in data] == [model.name.removesuffix(".gguf")]
