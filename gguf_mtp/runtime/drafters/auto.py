@@ -92,10 +92,16 @@ class AutoDrafter(Drafter):
             arm.drafter, arm.active = MTPDrafter(), True
             # a head that has never paid here is not kept up to date (its cache costs an MTP pass
             # per FLUSH_ROWS tokens); it is tried again, from a fresh prompt, now and then
-            if arm.passes >= 2 and self._best(arm, k_max)[0] < 0.8 and memory.get("mtp_skipped", 0) < 4:
+            hopeless = arm.passes >= 2 and self._best(arm, k_max)[0] < 0.8
+            limit = memory.get("mtp_skip_limit", 4)
+            if hopeless and memory.get("mtp_skipped", 0) < limit:
                 memory["mtp_skipped"] = memory.get("mtp_skipped", 0) + 1
                 arm.active = False
+                self.needs_hidden = False
             else:
+                # retried after `limit` skipped generations; a head that still does not pay waits
+                # twice as long next time (each retry costs its prompt pass and cache following)
+                memory["mtp_skip_limit"] = min(64, 2 * limit) if hopeless else 4
                 memory["mtp_skipped"] = 0
                 arm.drafter.begin(eng, prompt, hidden)
             memory["mtp"] = arm
@@ -140,6 +146,7 @@ class AutoDrafter(Drafter):
                     # tokens (on the default model at q4_0, 1.3 ms a token, auto that never drafted ran
                     # 0.90x plain with it): stop following it for the rest of this generation
                     arm.active = False
+                    self.needs_hidden = False     # the target's hidden rows feed that head only
                     continue
             s, kk = self._best(arm, cap)
             # a candidate that is never tried never learns: try it first, then probe it now and
