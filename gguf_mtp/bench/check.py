@@ -156,7 +156,8 @@ class CheckReport:
 def run_check(path, prompts: list[str], *, n_tokens: int = 256, drafts=(1, 3, 8), drafters=DEFAULT_DRAFTERS,
               exact: bool = True, threads: int | None = None, n_gpu_layers: int | None = None,
               upstream: bool = True, progress=None) -> CheckReport:
-    from ..runtime import Engine, RuntimeOptions, generate, make_drafter
+    from ..runtime import Engine, RuntimeOptions, generate
+    from ..runtime.drafters import configure_for
 
     def opts(**kw):
         o = RuntimeOptions(n_threads=threads, **kw)
@@ -175,11 +176,8 @@ def run_check(path, prompts: list[str], *, n_tokens: int = 256, drafts=(1, 3, 8)
     # one speculative context for every drafter: the union of what they need
     spec_opts = opts(exact=exact, draft_max=max(drafts), load_mtp=True)
     names = list(drafters)
-    built = [make_drafter(n) for n in names]
-    for d in built:
-        load = spec_opts.load_mtp or d.needs_mtp
-        d.configure(spec_opts)
-        spec_opts.load_mtp = load
+    spec_opts = configure_for(names, spec_opts)
+    spec_opts.load_mtp = True
     with Engine(path, spec_opts) as eng:
         for name in applicable(eng, names):
             for k in drafts:

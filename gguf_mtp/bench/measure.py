@@ -61,6 +61,7 @@ def measure_file(path, runs: list[Run], prompts: list[tuple[str, str]], cfg: Ben
     tokens of real text; see the module docstring."""
     from ..runtime import Engine, RuntimeOptions, generate, make_drafter
     from ..runtime.autodraft import cost_model, measure_cost_model
+    from ..runtime.drafters import configure_for
     from .prompt_sets import with_depth
 
     drafters = {r: _make(r, make_drafter) for r in runs}
@@ -68,8 +69,10 @@ def measure_file(path, runs: list[Run], prompts: list[tuple[str, str]], cfg: Ben
                           draft_max=max([8, *(r.draft for r in runs)]))
     if cfg.n_gpu_layers is not None:
         opts.n_gpu_layers = cfg.n_gpu_layers
-    for dr in drafters.values():
-        opts = dr.configure(opts)
+    # one engine for every run: the union of what the drafters need (configuring them one
+    # after another left load_mtp as the LAST drafter wanted it: with n-grams last, an
+    # upstream-converted MTP file measured without its MTP context and every MTP run failed)
+    opts = configure_for(list(drafters.values()), opts)
     n_p = len(prompts)
     sel, rep_idx = halves(n_p)
     out: dict = {"file": str(path), "runs": {}, "halves": {"select": sel, "report": rep_idx}, "depth": depth}

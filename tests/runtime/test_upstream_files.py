@@ -92,3 +92,24 @@ def test_speculative_llama_serves_an_upstream_file(upstream_files):
             want = generate(eng, PROMPTS[0], 24, drafter="none").text
         r = llm.create_completion(PROMPTS[0], max_tokens=24, temperature=0, draft=3)
         assert r["choices"][0]["text"] == want and r["timings"]["draft_n"] > 0
+
+
+def test_check_and_bench_take_an_upstream_file(upstream_files, tmp_path):
+    """The commands users point at a file: `check` proves exactness and `bench`
+    measures every drafter that applies, on a file gguf-mtp did not write."""
+    import json
+
+    full = str(upstream_files["full"])
+    r = CliRunner().invoke(main, ["check", full, "--n-prompts", "2", "-n", "16", "--drafts", "1,3",
+                                  "--drafters", "mtp,eagle,ngram", "--no-upstream", "--json",
+                                  str(tmp_path / "check.json")])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "check.json").read_text())
+    assert "mtp" in json.dumps(report) and "eagle" in json.dumps(report)
+    r = CliRunner().invoke(main, ["bench", full, "--quants", "source", "--drafters", "none,auto,mtp,ngram",
+                                  "--drafts", "1", "--repeats", "1", "--prompts-per-set", "1", "-n", "8",
+                                  "-o", str(tmp_path / "bench"), "-t", "2", "-q"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "bench" / "results.json").read_text())["rows"]
+    assert {row["drafter"] for row in rows} >= {"auto", "mtp", "ngram"}
+    assert all(row["lossless"] for row in rows if row["lossless"] is not None)
