@@ -99,7 +99,7 @@ def test_batched_expansion_equals_each_branch_alone_and_cleans_the_cache(default
     with _engine(default_gguf("f32"), dr, kv_type="f32") as eng:
         prompt = eng.tokenize(DEFAULT_PROMPTS[0])
         eng.clear()
-        logits, hidden = _prefill(eng, prompt, True)
+        logits, hidden, _ = _prefill(eng, prompt, True)
         dr.begin(eng, prompt, hidden)
         tok, pos = int(np.argmax(logits)), len(prompt)
         prop = dr.propose(eng, prompt + [tok], tok, pos, 3, SamplingParams(), np.random.default_rng(0))
