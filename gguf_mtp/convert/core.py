@@ -235,7 +235,10 @@ def convert(model_dir: str | Path, out_path: str | Path, options: ConvertOptions
                 model.write()
             except Exception as e:      # noqa: BLE001 -- whatever the converter and the libraries under it raise
                 # (tokenizers raises a bare Exception on a broken tokenizer.json): one clear line
-                # naming the checkpoint, not a traceback from deep inside convert_hf_to_gguf
+                # naming the checkpoint, not a traceback from deep inside convert_hf_to_gguf.
+                # Our own mixins' errors (FP8Error, ...) are clear already and keep their type.
+                if type(e).__module__.startswith("gguf_mtp"):
+                    raise
                 what = type(e).__name__
                 raise ConversionError(f"{ck.directory}: the pinned llama.cpp converter failed on this checkpoint "
                                       f"({what}: {str(e)[:400] or 'no message'}); run with -v for its log") from e
