@@ -1,6 +1,6 @@
 """RESULTS.md from one command: `gguf-mtp bench` on every real target, in one run.
 
-    .venv/bin/python benchmarks/results.py [--repeats 5] [--n-tokens 64] [--only default,smollm2,gemma3,depth]
+    .venv/bin/python benchmarks/results.py [--repeats 5] [--n-tokens 64] [--only default,smollm2,gemma3,depth,projection]
 
 Targets (each its own `gguf-mtp bench` run, same protocol: interleaved repeats,
 median [IQR], best K chosen on half the prompts and reported on the other):
@@ -12,7 +12,10 @@ median [IQR], best K chosen on half the prompts and reported on the other):
 - ``gemma3``: Gemma 3 270M Q4_K_M as published, ``--quants source`` (no MTP
   layer: the n-gram drafters and auto);
 - ``depth``: SmolLM2 again at context depths 0 / 512 / 2048 (its context is
-  8192), the drafters that need no training.
+  8192), the drafters that need no training;
+- ``projection``: ``benchmarks/projection.py``: random-weight models of real
+  shapes (0.6B / 1.7B / 4B, hybrid and dense, Q4_K_M and Q8_0) measured here
+  and projected with published MTP acceptance (a projection, labelled so).
 
 Each run writes ``results/bench/<name>/`` (results.json, results.md, plots);
 this script then writes ``benchmarks/RESULTS.md`` from those JSON files, so a
@@ -84,6 +87,11 @@ def main() -> int:
                           **kw)
         res = run_bench(cfg, command=command)
         print(f"{name}: {res['seconds']:.0f} s", file=sys.stderr, flush=True)
+    if not a.report_only and (not a.only or "projection" in a.only.split(",")):
+        import subprocess
+
+        print("==> projection", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, str(HERE / "projection.py"), "-t", str(a.threads)], check=True)
     (HERE / "RESULTS.md").write_text(write_results(table, command))
     print(f"wrote {HERE / 'RESULTS.md'}")
     return 0
@@ -137,6 +145,22 @@ def write_results(table: dict, command: str) -> str:
             parts += ["", "Runs made before the bench pooled τ over every timed repeat took auto's τ from its "
                       "first repeat, before it had learned what pays; its bound there is too low (fixed in "
                       "`gguf_mtp/bench/measure.py`, to be re-run)."]
+    proj = HERE / "results" / "projection.json"
+    if proj.is_file():
+        from gguf_mtp.bench.projection import markdown
+
+        doc = json.loads(proj.read_text())
+        m = doc["meta"]
+        parts += ["## Projection to real model sizes (a projection, not a measurement)", "",
+                  "Random-weight models of real shapes (Qwen3 0.6B / 1.7B / 4B widths and depths, vocabulary "
+                  "151,936, tied embeddings; *hybrid*: Qwen3.5-style, every 4th layer full attention, the others "
+                  "gated delta-net, one MTP layer; *llama*: dense, one appended MTP layer), quantized with "
+                  "llama.cpp's quantizer and timed here: c(n) and the MTP step d in 1-token passes, the LM head's "
+                  "share of the bytes a pass reads. The projected speedup is the bound τ(K) / (c(K+1) + K·d) at "
+                  "the best K, with τ published for real MTP heads or reached by our own; random weights give "
+                  "speed, never acceptance. "
+                  f"{m['machine'].get('cpu')}, {m['threads']} threads, {m['seconds']} s; made by `{m['command']}` "
+                  "([`results/projection.json`](results/projection.json)).", "", markdown(doc)]
     return "\n".join(parts) + "\n"
 
 

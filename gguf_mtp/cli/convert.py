@@ -37,10 +37,17 @@ from .common import fail
                    "into the first block (see the README), 'scratch' is the Medusa paper's zero blocks "
                    "(every head starts as the LM head). EAGLE: 'recycled' keeps the MTP weights, 'scratch' "
                    "re-draws the block's matrices.")
+@click.option("--draft-vocab", type=click.IntRange(0), default=0, show_default=True, metavar="N",
+              help="Let the MTP head draft over the N lowest-ranked tokens of a byte-level BPE vocabulary "
+                   "(its merge order is its frequency order; 16384 covers ~98% of a Qwen model's output). "
+                   "Each draft step then computes N logits instead of the whole vocabulary; output is "
+                   "unchanged. 0 keeps the full head, which stock llama.cpp also loads ('gguf-mtp strip' "
+                   "makes a stock copy of a compressed file). With distilled data, 'gguf-mtp compress-vocab' "
+                   "picks the tokens better.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the converter's log.")
 def convert(model_dir, out, outtype, head_type, no_mtp, mtp_only, heads, medusa_heads, medusa_layers,
-            init, quiet, verbose):
+            draft_vocab, init, quiet, verbose):
     """Convert a Hugging Face checkpoint directory MODEL_DIR to ONE GGUF file OUT
     holding the trunk and its MTP layers (blk.N.nextn.*).
 
@@ -66,13 +73,41 @@ def convert(model_dir, out, outtype, head_type, no_mtp, mtp_only, heads, medusa_
     opts = ConvertOptions(outtype=outtype, head_type=head_type, mtp=not no_mtp, mtp_only=mtp_only,
                           verbose=verbose, progress=not quiet, heads=heads, medusa_heads=medusa_heads,
                           medusa_layers=medusa_layers, init=init)
+    if draft_vocab and (no_mtp or heads != "mtp"):
+        fail(ValueError("--draft-vocab compresses the native MTP head: drop --no-mtp / --heads"))
+    from pathlib import Path
+
+    # with --draft-vocab the full conversion goes to a hidden name first: OUT only ever
+    # appears complete (compress_vocab writes it atomically)
+    full = Path(out).with_name(f".{Path(out).name}.full") if draft_vocab else Path(out)
     try:
-        res = convert_api(model_dir, out, opts)
+        res = convert_api(model_dir, full, opts)
     except (CheckpointError, ConversionError, UnsupportedArchitecture, RuntimeMissing, HubError) as e:
         fail(e)
     extra = {"medusa": f", {medusa_heads} Medusa heads ({init})", "eagle": f", EAGLE drafter ({init})"}.get(heads, "")
+    if draft_vocab:
+        extra += _draft_vocab(full, Path(out), draft_vocab, quiet)
+        res.path, res.size_bytes = Path(out), Path(out).stat().st_size
     click.echo(f"wrote {res.path} ({res.arch}, {res.n_tensors} tensors, {human_bytes(res.size_bytes)}; "
                f"{res.n_mtp_layers} MTP layer(s), {len(res.head_tensors)} head tensors{extra})")
+
+
+def _draft_vocab(full, out, size: int, quiet: bool) -> str:
+    """Write ``out``: the converted file ``full`` with its MTP head drafting over
+    the ``size`` lowest-ranked BPE tokens; ``full`` is removed either way."""
+    from ..train.vocab import bpe_rank_counts, compress_vocab
+
+    try:
+        counts = bpe_rank_counts(full)
+        if counts is None:
+            raise ValueError(f"{out}: not a byte-level BPE vocabulary, so its token ids carry no frequency "
+                             "order; use 'gguf-mtp distill-data' + 'compress-vocab' instead")
+        r = compress_vocab(full, None, out, size, counts=counts, progress=not quiet)
+    except (ValueError, OSError) as e:
+        fail(e)
+    finally:
+        full.unlink(missing_ok=True)
+    return f", draft vocabulary of {r.size} tokens"
 
 
 @click.command("archs")

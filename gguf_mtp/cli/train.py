@@ -215,11 +215,11 @@ def compress_vocab_cmd(target, data, out, size, responses_only, quiet):
     set can no longer be drafted. The rows are copied from TARGET's head at
     their stored type; the token ids go into the key gguf_mtp.draft_vocab.
     Running it on an already compressed file replaces the set."""
-    from ..train.vocab import VocabError, compress_vocab
+    from ..train.vocab import compress_vocab
 
     try:
         r = compress_vocab(target, data, out, size, responses_only=responses_only, progress=not quiet)
-    except (VocabError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:          # VocabError, GGUFError, a bad manifest or shard; unreadable files
         raise click.ClickException(str(e))
     click.echo(f"{r.path}: draft vocabulary of {r.size} tokens covering {r.coverage:.1%} of the data's tokens "
                f"(MTP blocks {', '.join(map(str, r.blocks))})")

@@ -87,6 +87,17 @@ def check_input(model_dir: str | Path, opts: ConvertOptions) -> tuple[Checkpoint
         v = text.get(key)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ConversionError(f"{cfg_file}: {key} must be a positive integer, got {v!r}")
+    # the converter loops over every declared layer and pads the vocabulary to vocab_size: counts
+    # beyond what the weights hold would run for ever (found by the fuzz slice), so they are refused
+    indices = [int(p[i + 1]) for p in (n.split(".") for n in ck.tensors) for i in range(len(p) - 1)
+               if p[i] == "layers" and p[i + 1].isdecimal()]
+    if indices and text["num_hidden_layers"] > max(indices) + 1:
+        raise ConversionError(f"{cfg_file}: num_hidden_layers = {text['num_hidden_layers']}, but the weights hold "
+                              f"layers 0..{max(indices)} only")
+    rows = max((t.shape[0] for t in ck.tensors.values() if len(t.shape) == 2), default=0)
+    vocab = text.get("vocab_size", ck.config.get("vocab_size"))
+    if isinstance(vocab, int) and rows and vocab > rows:
+        raise ConversionError(f"{cfg_file}: vocab_size = {vocab}, more than any weight matrix has rows ({rows})")
     declared = text.get(arch.mtp_layers_key)
     if declared is not None and (not isinstance(declared, int) or isinstance(declared, bool) or declared < 0):
         raise ConversionError(f"{cfg_file}: {arch.mtp_layers_key} must be a non-negative integer, got {declared!r}")

@@ -86,6 +86,49 @@ def read_safetensors_header(path: Path) -> dict:
     return header
 
 
+#: config keys whose JSON type conversion relies on, wherever they appear (the top level or a
+#: nested ``text_config``): a wrong type is refused here, in one line, rather than as a TypeError
+#: from deep inside the converter. Positive integers / positive numbers / booleans / lists of strings.
+_POSITIVE_INTS = ("hidden_size", "num_hidden_layers", "vocab_size", "num_attention_heads", "num_key_value_heads",
+                  "head_dim", "intermediate_size", "full_attention_interval", "max_position_embeddings",
+                  "moe_intermediate_size", "num_experts", "n_routed_experts", "num_experts_per_tok")
+_REQUIRED = ("hidden_size", "num_hidden_layers", "vocab_size", "architectures")
+_NON_NEGATIVE_INTS = ("mtp_num_hidden_layers", "num_nextn_predict_layers", "first_k_dense_replace",
+                      "n_shared_experts", "linear_conv_kernel_dim", "linear_key_head_dim", "linear_value_head_dim",
+                      "linear_num_key_heads", "linear_num_value_heads")
+_POSITIVE_NUMBERS = ("rms_norm_eps",)
+_BOOLS = ("tie_word_embeddings",)
+_STRING_LISTS = ("architectures", "layer_types")
+
+
+def check_config_types(config: dict, path: Path) -> None:
+    """Refuse a config.json whose structural keys have the wrong JSON type or range."""
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    for scope, cfg in (("", config), ("text_config.", config.get("text_config"))):
+        if cfg is None:
+            continue
+        if not isinstance(cfg, dict):
+            raise CheckpointError(f"{path}: text_config must be an object, got {type(cfg).__name__}")
+        for key, v in cfg.items():
+            bad = None
+            if v is None and key not in _REQUIRED:       # real configs write null for "not used" (head_dim)
+                continue
+            if key in _POSITIVE_INTS and not (is_int(v) and v > 0):
+                bad = "a positive integer"
+            elif key in _NON_NEGATIVE_INTS and not (is_int(v) and v >= 0):
+                bad = "a non-negative integer"
+            elif key in _POSITIVE_NUMBERS and not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):
+                bad = "a positive number"
+            elif key in _BOOLS and not isinstance(v, bool):
+                bad = "true or false"
+            elif key in _STRING_LISTS and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+                bad = "a list of strings"
+            if bad:
+                raise CheckpointError(f"{path}: {scope}{key} must be {bad}, got {json.dumps(v)[:60]}")
+
+
 def load_checkpoint(directory: str | Path) -> Checkpoint:
     """Read config.json and every safetensors header of a checkpoint directory."""
     d = Path(directory)
@@ -95,9 +138,12 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
     if not cfg_path.exists():
         raise CheckpointError(f"{d}: config.json is missing (not a Hugging Face checkpoint directory)")
     try:
-        config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{cfg_path}: invalid JSON ({e})") from e
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{cfg_path}: not a JSON object (a {type(config).__name__})")
+    check_config_types(config, cfg_path)
 
     index = d / "model.safetensors.index.json"
     if index.exists():

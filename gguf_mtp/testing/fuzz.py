@@ -126,12 +126,13 @@ def bytes_mutants(data: bytes, rng: np.random.Generator, n_random: int = 10) -> 
     return out
 
 
-def json_mutants(doc: dict, rng: np.random.Generator) -> list[tuple[str, str]]:
+def json_mutants(doc: dict, rng: np.random.Generator, keys=None) -> list[tuple[str, str]]:
     """Named hostile variants of a JSON object: cut text, non-objects, each key
-    removed, each value replaced by a wrong type or an out-of-range number."""
+    removed, each value replaced by a wrong type or an out-of-range number.
+    ``keys``: mutate only these keys (the rest of ``doc`` stays as it is)."""
     text = json.dumps(doc)
     out = [("cut", text[: len(text) // 2]), ("list", "[]"), ("null", "null"), ("binary", "\udcff")]
-    for k in doc:
+    for k in (doc if keys is None else [k for k in keys if k in doc]):
         out.append((f"-{k}", json.dumps({x: v for x, v in doc.items() if x != k})))
         for name, v in (("str", "x"), ("neg", -1), ("huge", 2**62), ("list", [1, 2]), ("null", None)):
             out.append((f"{k}={name}", json.dumps({**doc, k: v})))

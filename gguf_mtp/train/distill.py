@@ -372,6 +372,41 @@ def merge(out: str | Path, parts: list[str | Path]) -> MergeResult:
     return MergeResult(out, len(shards), merged["n_sequences"], merged["n_tokens"], not missing, missing)
 
 
+#: what a shard holds: name -> number of dimensions (rows are tokens for all but offsets and n_prompt)
+SHARD_TENSORS = {"tokens": 1, "hidden": 2, "topk_values": 2, "topk_indices": 2, "offsets": 1, "n_prompt": 1}
+
+
+def check_shard(path: str, manifest: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Open a shard and check its tensors agree with each other and with the
+    manifest (hidden width = n_embd, token ids < n_vocab, offsets within the
+    tokens): a damaged shard is a clear error here, not a crash mid-training."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="np") as h:
+            keys = set(h.keys())
+            missing = set(SHARD_TENSORS) - keys
+            if missing:
+                raise ValueError(f"{path}: a distilled shard without {sorted(missing)}")
+            shapes = {k: tuple(h.get_slice(k).get_shape()) for k in SHARD_TENSORS}
+            off, n_prompt, tokens = h.get_tensor("offsets"), h.get_tensor("n_prompt"), h.get_tensor("tokens")
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path}: not a readable shard ({e})") from None
+    n = shapes["tokens"][0] if shapes["tokens"] else -1
+    bad = [k for k, nd in SHARD_TENSORS.items() if len(shapes[k]) != nd]
+    bad += [k for k in ("hidden", "topk_values", "topk_indices") if k not in bad and shapes[k][0] != n]
+    if not bad and manifest.get("n_embd") is not None and shapes["hidden"][1] != manifest["n_embd"]:
+        bad.append(f"hidden width {shapes['hidden'][1]} != n_embd {manifest['n_embd']}")
+    if not bad and (len(off) != len(n_prompt) + 1 or len(off) == 0 or off[0] != 0 or off[-1] != n
+                    or np.any(np.diff(off) < 0) or np.any(n_prompt < 0) or np.any(n_prompt > np.diff(off))):
+        bad.append("offsets / n_prompt")
+    if not bad and len(tokens) and (tokens.min() < 0 or (manifest.get("n_vocab") and tokens.max() >= manifest["n_vocab"])):
+        bad.append("token ids outside the vocabulary")
+    if bad:
+        raise ValueError(f"{path}: a damaged shard ({', '.join(map(str, bad))}); distill it again")
+    return off, n_prompt
+
+
 def load_sequences(data_dir: str | Path):
     """Yield every recorded sequence as a dict of arrays (one shard in memory at a time)."""
     from safetensors.numpy import load_file
@@ -381,15 +416,18 @@ def load_sequences(data_dir: str | Path):
     if manifest is None:
         raise FileNotFoundError(f"{data_dir}: no {MANIFEST} (write it with gguf-mtp distill-data)")
     for entry in manifest["shards"]:
-        a = load_file(str(data_dir / entry["file"]))
+        path = str(data_dir / entry["file"])
+        check_shard(path, manifest)
+        a = load_file(path)
         off = a["offsets"]
         for i in range(len(off) - 1):
             lo, hi = int(off[i]), int(off[i + 1])
             yield {"tokens": a["tokens"][lo:hi], "hidden": a["hidden"][lo:hi],
                    "topk_values": a["topk_values"][lo:hi], "topk_indices": a["topk_indices"][lo:hi],
-                   "n_prompt": int(a["n_prompt"][i]), "prompt_index": int(a["prompt_index"][i])}
+                   "n_prompt": int(a["n_prompt"][i]),
+                   "prompt_index": int(a["prompt_index"][i]) if "prompt_index" in a else -1}
 
 
-__all__ = ["DistillConfig", "DistillResult", "MergeResult", "distill", "load_sequences", "merge", "read_manifest",
+__all__ = ["DistillConfig", "DistillResult", "MergeResult", "check_shard", "distill", "load_sequences", "merge", "read_manifest",
            "record_sequence"]
 _ = asdict  # dataclasses.asdict is used by callers that log the config

@@ -56,6 +56,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .distill import check_shard
 from .losses import medusa_losses, mtp_losses, restrict_lm_heads, step_weights  # noqa: F401 (re-exported)
 
 METHODS = ("fastmtp", "mtp-d", "eagle", "medusa")
@@ -103,41 +104,6 @@ class FinetuneConfig:
 
 # -- data ---------------------------------------------------------------------
 
-#: what a shard holds: name -> number of dimensions (rows are tokens for all but offsets and n_prompt)
-SHARD_TENSORS = {"tokens": 1, "hidden": 2, "topk_values": 2, "topk_indices": 2, "offsets": 1, "n_prompt": 1}
-
-
-def _check_shard(path: str, manifest: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Open a shard and check its tensors agree with each other and with the
-    manifest (hidden width = n_embd, token ids < n_vocab, offsets within the
-    tokens): a damaged shard is a clear error here, not a crash mid-training."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(path, framework="np") as h:
-            keys = set(h.keys())
-            missing = set(SHARD_TENSORS) - keys
-            if missing:
-                raise ValueError(f"{path}: a distilled shard without {sorted(missing)}")
-            shapes = {k: tuple(h.get_slice(k).get_shape()) for k in SHARD_TENSORS}
-            off, n_prompt, tokens = h.get_tensor("offsets"), h.get_tensor("n_prompt"), h.get_tensor("tokens")
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"{path}: not a readable shard ({e})") from None
-    n = shapes["tokens"][0] if shapes["tokens"] else -1
-    bad = [k for k, nd in SHARD_TENSORS.items() if len(shapes[k]) != nd]
-    bad += [k for k in ("hidden", "topk_values", "topk_indices") if k not in bad and shapes[k][0] != n]
-    if not bad and manifest.get("n_embd") is not None and shapes["hidden"][1] != manifest["n_embd"]:
-        bad.append(f"hidden width {shapes['hidden'][1]} != n_embd {manifest['n_embd']}")
-    if not bad and (len(off) != len(n_prompt) + 1 or len(off) == 0 or off[0] != 0 or off[-1] != n
-                    or np.any(np.diff(off) < 0) or np.any(n_prompt < 0) or np.any(n_prompt > np.diff(off))):
-        bad.append("offsets / n_prompt")
-    if not bad and len(tokens) and (tokens.min() < 0 or (manifest.get("n_vocab") and tokens.max() >= manifest["n_vocab"])):
-        bad.append("token ids outside the vocabulary")
-    if bad:
-        raise ValueError(f"{path}: a damaged shard ({', '.join(map(str, bad))}); distill it again")
-    return off, n_prompt
-
-
 class WindowDataset(torch.utils.data.Dataset):
     """Windows of ``seq_len`` tokens of the recorded sequences, read lazily
     from the shards (one open handle per shard, slices only)."""
@@ -155,7 +121,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self.windows: list[tuple[int, int, int, int]] = []   # shard, lo, hi, response start (abs)
         self.files = [str(self.dir / e["file"]) for e in manifest["shards"]]
         for s, f in enumerate(self.files):
-            off, n_prompt = _check_shard(f, manifest)
+            off, n_prompt = check_shard(f, manifest)
             for i in range(len(off) - 1):
                 a, b = int(off[i]), int(off[i + 1])
                 for lo in range(a, b, seq_len):

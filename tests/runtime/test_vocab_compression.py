@@ -99,3 +99,40 @@ def test_refusals(default_gguf, data, factory, tmp_path):
     with pytest.raises(VocabError, match="between 1 and"):
         compress_vocab(default_gguf("f32"), data, tmp_path / "x.gguf", 10**7, progress=False)
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_convert_draft_vocab_from_bpe_rank(factory, tmp_path):
+    """`convert --draft-vocab N` (no distilled data): the N lowest-ranked normal
+    BPE tokens (+ end-of-generation ids) become the draft vocabulary; drafting
+    over them is lossless; the full intermediate file is gone; a non-BPE
+    vocabulary is refused without leaving OUT."""
+    from gguf_mtp.gguf.inspect import read_array, read_header
+    from gguf_mtp.train.vocab import bpe_rank_counts
+
+    out = tmp_path / "cv.gguf"
+    r = CliRunner().invoke(main, ["convert", str(factory.checkpoint()), str(out), "--outtype", "f32",
+                                  "--draft-vocab", "512", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "draft vocabulary of 512 tokens" in r.output
+    assert not list(tmp_path.glob(".cv.gguf*"))
+    ids = read_draft_vocab(out)
+    h = read_header(out)
+    types = np.asarray(read_array(out, "tokenizer.ggml.token_type", h))
+    normal = np.flatnonzero(types == 1)
+    eog = {int(h.kv[k]) for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
+                                  "tokenizer.ggml.eom_token_id") if k in h.kv}
+    rest = [int(i) for i in normal if i not in eog][:512 - len(eog)]
+    assert len(ids) == 512 and set(ids.tolist()) == eog | set(rest)
+    assert (bpe_rank_counts(out) > 0).sum() == len(normal)
+    with Engine(out, RuntimeOptions(n_threads=2)) as eng:
+        for prompt in ("def fibonacci(n):\n", "The quick brown fox"):
+            plain = generate(eng, prompt, 24, drafter="none").tokens
+            assert generate(eng, prompt, 24, drafter="mtp", draft=3).tokens == plain
+
+
+def test_bpe_rank_counts_refuses_sentencepiece(tmp_path):
+    from gguf_mtp.testing.small_gguf import write_small_gguf
+    from gguf_mtp.train.vocab import bpe_rank_counts
+
+    spm = write_small_gguf(tmp_path / "spm.gguf", extra_kv={"tokenizer.ggml.model": "llama"})
+    assert bpe_rank_counts(spm) is None
