@@ -61,15 +61,19 @@ def main() -> int:
 
     acceptance = {**projection.PUBLISHED, **our_heads()}
     t0 = time.time()
-    rows = projection.run(acceptance, sizes=a.sizes.split(","), archs=a.archs.split(","),
-                          quants=a.quants.split(","), threads=a.threads, work=a.work, keep=not a.no_keep,
-                          log=lambda *x: print(*x, file=sys.stderr, flush=True))
-    meta = {"command": "python benchmarks/projection.py " + " ".join(sys.argv[1:]), "threads": a.threads,
-            "machine": machine_info(), "seconds": round(time.time() - t0), "python": platform.python_version()}
-    doc = projection.to_json(rows, acceptance, meta)
     out = Path(a.out)
-    out.write_text(json.dumps(doc, indent=1) + "\n")
-    out.with_suffix(".md").write_text(projection.markdown(doc))
+    command = "python benchmarks/projection.py " + " ".join(sys.argv[1:])
+    rows = []
+    for size in a.sizes.split(","):          # smallest first; the files are rewritten after every size
+        for arch in a.archs.split(","):
+            rows += projection.run(acceptance, sizes=[size], archs=[arch], quants=a.quants.split(","),
+                                   threads=a.threads, work=a.work, keep=not a.no_keep,
+                                   log=lambda *x: print(*x, file=sys.stderr, flush=True))
+            meta = {"command": command, "threads": a.threads, "machine": machine_info(),
+                    "seconds": round(time.time() - t0), "python": platform.python_version()}
+            doc = projection.to_json(rows, acceptance, meta)
+            out.write_text(json.dumps(doc, indent=1) + "\n")
+            out.with_suffix(".md").write_text(projection.markdown(doc))
     print(projection.markdown(doc))
     return 0
 

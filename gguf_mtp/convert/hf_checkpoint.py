@@ -126,7 +126,7 @@ def check_config_types(config: dict, path: Path) -> None:
             elif key in _STRING_LISTS and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
                 bad = "a list of strings"
             if bad:
-                raise CheckpointError(f"{path}: {scope}{key} must be {bad}, got {json.dumps(v)[:60]}")
+                raise CheckpointError(f"{path}: {scope}{key} must be {bad}, got {repr(v)[:60]}")
 
 
 def load_checkpoint(directory: str | Path) -> Checkpoint:

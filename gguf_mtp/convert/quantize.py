@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..gguf.inspect import read_summary
+from ..gguf.inspect import read_checked_header, read_summary
 
 #: trunk file types (llama_ftype values, as in llama.h)
 FTYPES = {
@@ -54,6 +54,7 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, ftype: str, head_ty
     if head_type is not None and head_type not in HEAD_TYPES:
         raise QuantizeError(f"--head-type {head_type!r}: choose one of {', '.join(HEAD_TYPES)}")
     src, dst = Path(src), Path(dst)
+    read_checked_header(src)        # llama.cpp's quantizer trusts the header: a bad one crashes the process
     summary = read_summary(src)
     blocks = [h.block for h in summary.heads if h.block is not None]
     medusa = any(h.kind.startswith("medusa") for h in summary.heads)

@@ -186,7 +186,7 @@ def read_checked_header(path: str | Path) -> GGUFHeader:
 
 
 def check_tensor_data(path: str | Path, header: GGUFHeader) -> None:
-    """Every tensor has a known type and a shape whose data lies inside the file."""
+    """Every tensor has a known type and a non-empty shape whose data lies inside the file."""
     import os
 
     import gguf
@@ -195,6 +195,8 @@ def check_tensor_data(path: str | Path, header: GGUFHeader) -> None:
     for name, shape, gtype, offset in header.tensors:
         if gtype not in gguf.GGML_QUANT_SIZES:
             raise GGUFError(f"{path}: tensor {name!r} has unknown ggml type {gtype}")
+        if not all(shape):      # llama.cpp's quantizer divides by a row length: SIGFPE (found by the fuzz slice)
+            raise GGUFError(f"{path}: tensor {name!r} has an empty dimension (shape {list(shape)})")
         block = gguf.GGML_QUANT_SIZES[gtype][0]
         if shape[0] % block:
             raise GGUFError(f"{path}: tensor {name!r} of type {gguf.GGMLQuantizationType(gtype).name} has "

@@ -213,8 +213,7 @@ def distill(cfg: DistillConfig) -> DistillResult:
         prompts = prompts[:cfg.max_prompts]
     if not prompts:
         raise ValueError(f"{cfg.prompts}: no prompts")
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(cfg.out)          # made when the first shard is written: a target that fails to load leaves none
     fingerprint = file_fingerprint(cfg.target)
     identity = {**cfg.identity(), "prompts_sha256": prompts_sha}
 
@@ -285,6 +284,7 @@ def distill(cfg: DistillConfig) -> DistillResult:
                 if bar is not None:
                     bar.update(1)
             name = f"shard-{s:05d}.safetensors"
+            out.mkdir(parents=True, exist_ok=True)
             n_tok = _save_shard(out / name, seqs, hidden_dtype)
             manifest["shards"] = [e for e in manifest["shards"] if e["file"] != name]
             manifest["shards"].append({"file": name, "first_prompt": s * cfg.shard_size,
@@ -303,6 +303,7 @@ def distill(cfg: DistillConfig) -> DistillResult:
         manifest["complete"] = {e["file"] for e in manifest["shards"]} >= {f"shard-{i:05d}.safetensors"
                                                                           for i in range(n_shards)}
         manifest.update(n_prompts=len(prompts), n_shards=n_shards)
+        out.mkdir(parents=True, exist_ok=True)
         _write_json(out / MANIFEST, manifest)
     return DistillResult(out, sum(e["n_sequences"] for e in manifest["shards"]),
                          sum(e["n_tokens"] for e in manifest["shards"]), written, skipped)

@@ -54,17 +54,23 @@ def _rss_kib(field: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(field))
 
 
+#: the constant of the memory bound, where a command's own working set is larger: finetune
+#: loads torch, the target's heads and an optimizer on its first case that gets that far
+#: (358 MiB measured)
+SLACK = {"finetune": 768 << 20}
+
+
 def _run(cmd: str, args, out, case: str) -> None:
     """One in-process case. Its peak memory (the process's resident high-water
     mark, reset before the case through /proc/self/clear_refs) may grow by at
-    most 3 × the inputs' size + 64 MiB: a header claiming a huge count or length
-    is refused before anything that size is allocated."""
+    most 3 × the inputs' size + 64 MiB (SLACK): a header claiming a huge count or
+    length is refused before anything that size is allocated."""
     with open("/proc/self/clear_refs", "w") as f:      # resets VmHWM to the current resident size
         f.write("5")
     before = _rss_kib("VmRSS:")
     r = CliRunner().invoke(main, [cmd, *map(str, args)])
     grew = (_rss_kib("VmHWM:") - before) << 10
-    bound = 3 * _input_bytes(args) + (64 << 20)
+    bound = 3 * _input_bytes(args) + SLACK.get(cmd, 64 << 20)
     assert grew <= bound, f"{cmd} {case}: peak memory grew by {grew >> 20} MiB, bound {bound >> 20} MiB"
     assert r.exception is None or isinstance(r.exception, SystemExit), \
         f"{cmd} {case}: {type(r.exception).__name__}: {r.exception}"
