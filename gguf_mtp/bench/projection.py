@@ -310,8 +310,9 @@ def markdown(doc: dict) -> str:
         for n in names:
             p = r["projected"][n]
             s = p["speedup"]
-            cells.append(f"{s[0]:.2f}–{s[1]:.2f}× (K={p['k']})" if isinstance(s, list)
-                         else f"{s:.2f}× (K={p['k']})" if p["k"] else "1.00× (no K pays)")
+            cells.append("1.00× (no K pays)" if not p["k"]
+                         else f"{s[0]:.2f}–{s[1]:.2f}× (K={p['k']})" if isinstance(s, list)
+                         else f"{s:.2f}× (K={p['k']})")
         lines.append("| " + " | ".join(cells) + " |")
     src = [f"- *{n}*: τ(K = 1..{len(a['tau'])}) = {'/'.join(str(x) for x in a['tau'])}"
            + (f" to {'/'.join(str(x) for x in a['tau_hi'])}" if "tau_hi" in a else "") + f"; {a['source']}"
