@@ -429,6 +429,6 @@ def load_sequences(data_dir: str | Path):
                    "prompt_index": int(a["prompt_index"][i]) if "prompt_index" in a else -1}
 
 
-__all__ = ["DistillConfig", "DistillResult", "MergeResult", "check_shard", "distill", "load_sequences", "merge", "read_manifest",
-           "record_sequence"]
+__all__ = ["DistillConfig", "DistillResult", "MergeResult", "check_shard", "distill", "load_sequences", "merge",
+           "read_manifest", "record_sequence"]
 _ = asdict  # dataclasses.asdict is used by callers that log the config
