@@ -73,7 +73,10 @@ def measure_cost_model(eng, n_max: int = 9, repeats: int = 5, context: int = 64)
     the machine weighs on every size alike rather than bending the curve."""
     eng.clear()
     prefix = [int(t) % eng.n_vocab for t in range(1, context + 1)]
-    eng.target_decode(prefix, 0, [False] * (context - 1) + [True], prefill=True)
+    rows = eng.opts.n_batch          # a context deeper than one batch (the bench's --depth) goes in chunks
+    for at in range(0, context, rows):
+        chunk = prefix[at:at + rows]
+        eng.target_decode(chunk, at, [False] * (len(chunk) - 1) + [at + len(chunk) == context], prefill=True)
 
     def run(n):
         eng.target_decode(prefix[:n], context, [True] * n)
@@ -91,7 +94,8 @@ def measure_cost_model(eng, n_max: int = 9, repeats: int = 5, context: int = 64)
     draft = 0.0
     if eng.has_mtp:
         h = np.zeros((context, eng.n_embd), dtype=np.float32)
-        eng.mtp_decode(prefix, h, 0, [False] * context)
+        for at in range(0, context, rows):
+            eng.mtp_decode(prefix[at:at + rows], h[at:at + rows], at, [False] * len(prefix[at:at + rows]))
 
         def step():
             eng.mtp_decode([prefix[0]], h[:1], context, [True])

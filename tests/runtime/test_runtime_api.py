@@ -135,6 +135,14 @@ def test_cost_model_is_measured_and_increasing(default_gguf, tmp_path, monkeypat
         assert autodraft.cost_model(eng, n_max=4) == first
 
 
+def test_cost_model_past_a_context_deeper_than_one_batch(default_gguf):
+    """The bench's --depth measures c(n) after depth + 64 tokens: a context longer
+    than n_batch is prefilled in chunks (one batch of 576 tokens used to be refused)."""
+    with Engine(default_gguf("q8_0"), RuntimeOptions(n_threads=2, n_batch=64, n_ctx=512)) as eng:
+        cm = measure_cost_model(eng, n_max=2, repeats=1, context=150)
+        assert cm.c[0] == 1.0 and len(cm.c) == 2
+
+
 @pytest.fixture(scope="module")
 def llm(default_gguf):
     with SpeculativeLlama(str(default_gguf("f32")), n_threads=2, drafter="mtp", draft=3, seed=0) as m:
