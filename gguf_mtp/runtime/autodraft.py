@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..upstream import cache_dir
+from .engine import RuntimeErrorLlama
 
 
 @dataclass
@@ -71,25 +72,35 @@ def measure_cost_model(eng, n_max: int = 9, repeats: int = 5, context: int = 64)
     and one MTP drafting step when the model has an MTP head. The sizes are
     timed interleaved (1, 2, ..., n_max, then again), so that a slow stretch of
     the machine weighs on every size alike rather than bending the curve."""
-    eng.clear()
     prefix = [int(t) % eng.n_vocab for t in range(1, context + 1)]
     rows = eng.opts.n_batch          # a context deeper than one batch (the bench's --depth) goes in chunks
-    for at in range(0, context, rows):
-        chunk = prefix[at:at + rows]
-        eng.target_decode(chunk, at, [False] * (len(chunk) - 1) + [at + len(chunk) == context], prefill=True)
 
-    def run(n):
+    def reset():
+        eng.clear()
+        for at in range(0, context, rows):
+            chunk = prefix[at:at + rows]
+            eng.target_decode(chunk, at, [False] * (len(chunk) - 1) + [at + len(chunk) == context], prefill=True)
+
+    def run(n) -> bool:
         eng.target_decode(prefix[:n], context, [True] * n)
-        eng.target_truncate(context)
+        try:
+            eng.target_truncate(context)
+            return True
+        except RuntimeErrorLlama:   # a recurrent state rolls back only draft_max + 1 rows: the
+            return False            # caller starts again from the prefix, untimed
+
+    reset()
 
     for n in range(1, n_max + 1):
-        run(n)  # warm-up (graph allocation for this size)
+        run(n) or reset()  # warm-up (graph allocation for this size)
     samples: list[list[float]] = [[] for _ in range(n_max)]
     for _ in range(repeats):
         for n in range(1, n_max + 1):
             t = time.perf_counter()
-            run(n)
+            ok = run(n)
             samples[n - 1].append(time.perf_counter() - t)
+            if not ok:
+                reset()
     times = [float(np.median(x)) for x in samples]
     draft = 0.0
     if eng.has_mtp:
