@@ -39,14 +39,16 @@ class Generation:
 
 def generate(eng: Engine, prompt: str | list[int], max_tokens: int = 64, *,
              drafter: str | Drafter = "auto", draft: int | str = "auto", params: SamplingParams | None = None,
-             add_special: bool = True) -> Generation:
+             add_special: bool = True, reuse: bool = False) -> Generation:
     """Generate from a text (or token) prompt with the chosen drafter
-    (greedy unless ``params`` sets a temperature)."""
+    (greedy unless ``params`` sets a temperature). ``reuse``: prefill only what
+    follows the prefix this prompt shares with the previous ``reuse=True``
+    call's (bit-exact; see ``loop.decode``)."""
     tokens = eng.tokenize(prompt, add_special=add_special) if isinstance(prompt, str) else list(prompt)
     dr = make_drafter(drafter)
     st = GenerationStats(dr.name, draft)
     out: list[int] = []
-    for chunk in decode(eng, tokens, max_tokens, drafter=dr, draft=draft, params=params, stats=st):
+    for chunk in decode(eng, tokens, max_tokens, drafter=dr, draft=draft, params=params, stats=st, reuse=reuse):
         out += chunk
     return Generation(out, eng.detokenize(out), st)
 

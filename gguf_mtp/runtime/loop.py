@@ -119,7 +119,10 @@ class PromptCache:
     """What ``decode(reuse=True)`` keeps of its prompt for the next call (``Engine.prompt_cache``):
     the next prompt prefills only what follows the longest common prefix."""
     tokens: list[int]                 # the prompt; the target cache starts with its cells
-    hidden: np.ndarray | None         # its NextN hidden rows (the drafters rebuild their state from them)
+    #: NextN hidden rows (the drafters rebuild their state from them) of the prompt's first
+    #: ``len(hidden)`` tokens: all of them after a drafter that used them, the part reused
+    #: from such a call after one that did not (plain decoding computes none), else None
+    hidden: np.ndarray | None
     #: recurrent models: sequence 0 saved at position ``state_at`` (a chunk boundary)
     state: bytes | None = None
     state_at: int = 0
@@ -132,14 +135,17 @@ def _chunk_size(eng: Engine) -> int:
 def _reusable(eng: Engine, prompt: list[int], want_hidden: bool) -> tuple[int, np.ndarray | None]:
     """Make the target cache hold the longest usable prefix of ``prompt`` that the
     previous prompt shares, cut at a prefill chunk boundary; returns its length
-    (0: nothing reused, cache cleared) and that prefix's hidden rows. Attention
+    (0: nothing reused, cache cleared) and that prefix's hidden rows where the
+    cache has them (a call that wants them reuses no further). Attention
     caches are cut there; recurrent state cannot go back further than a draft,
     so those models restore the snapshot taken at the previous prompt's last
     chunk boundary. The MTP cache is always rebuilt (one layer over the prompt)."""
     pc = eng.prompt_cache
     n = 0
-    if pc is not None and not (want_hidden and pc.hidden is None):
+    if pc is not None:
         limit = min(len(pc.tokens), len(prompt) - 1)      # at least one token to prefill: its logits
+        if want_hidden:
+            limit = min(limit, 0 if pc.hidden is None else len(pc.hidden))
         while n < limit and pc.tokens[n] == prompt[n]:
             n += 1
         if pc.state is not None:
@@ -156,7 +162,7 @@ def _reusable(eng: Engine, prompt: list[int], want_hidden: bool) -> tuple[int, n
         return 0, None
     eng.prompt_cache = None
     eng.mtp_clear()
-    return n, (pc.hidden[:n] if want_hidden else None)
+    return n, (pc.hidden[:n] if pc.hidden is not None and len(pc.hidden) >= n else None)
 
 
 def _prefill(eng: Engine, prompt: list[int], want_hidden: bool, first: int = 0, snapshot: bool = False,
@@ -247,7 +253,10 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
     if n_reused and hidden is not None:
         hidden = np.concatenate([old_hidden, hidden])
     if reuse and (saved or not snapshot):
-        eng.prompt_cache = PromptCache(list(prompt), hidden, *(saved or (None, 0)))
+        # a call without hidden rows passes on those of the prefix it reused, so that plain
+        # and MTP runs taking turns on one long prefix (the bench's --depth) all reuse it
+        eng.prompt_cache = PromptCache(list(prompt), hidden if dr.needs_hidden else old_hidden,
+                                       *(saved or (None, 0)))
     tok = _choose(sampler, logits, prompt)
     #: every token so far, the newest (``tok``, not yet in the target cache) last
     context = list(prompt) + [tok]

@@ -5,6 +5,8 @@ the accept and the reject/rollback paths run)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gguf_mtp.runtime import Engine, RuntimeOptions, generate
@@ -71,3 +73,31 @@ def test_unknown_drafter_and_bad_draft(default_gguf):
             generate(eng, "x", 4, drafter="lookahead")
         with pytest.raises(ValueError, match="draft must be .auto. or in 0..4"):
             generate(eng, "x", 4, drafter="mtp", draft=9)
+
+
+@pytest.mark.parametrize("model", ["attention", "hybrid"])
+def test_plain_and_mtp_taking_turns_on_a_shared_prefix(smollm2_gguf, default_gguf, tmp_path, model):
+    """``reuse=True`` (the bench's --depth, a chat): a plain call passes on the hidden
+    rows of the prefix it reused, so the MTP call after it reuses that prefix too;
+    every output is the fresh plain output."""
+    if model == "attention":     # SmolLM2 Q4_1 with the shipped retrofit head, as the bench's depth sweep runs it
+        from gguf_mtp.convert.graft import graft
+
+        heads = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "smollm2_135m_mtp_heads_q8_0.gguf"
+        path = graft(smollm2_gguf, heads, tmp_path / "smollm2-mtp.gguf", progress=False).path
+    else:
+        path = default_gguf("q8_0")
+    prefix = "def f(x):\n    return x + 1\n\n" * 24
+    prompts = [prefix + "class A:\n", prefix + "import os\n", prefix + "import os\nimport re\n"]
+    with Engine(path, RuntimeOptions(n_threads=2, n_ctx=1024)) as eng:
+        fresh = [generate(eng, p, 24, drafter="none").tokens for p in prompts]
+        reused = []
+        for i, p in enumerate(prompts):
+            plain = generate(eng, p, 24, drafter="none", reuse=True)
+            spec = generate(eng, p, 24, drafter="mtp", draft=2, reuse=True)
+            assert plain.tokens == spec.tokens == fresh[i], f"prompt {i}"
+            reused.append((plain.stats.n_reused, spec.stats.n_reused))
+    # the first MTP call has no hidden rows to reuse (the plain call before it computed
+    # none); from then on every call reuses the shared prefix's whole chunks (the hybrid
+    # model from its state snapshot at the prompts' last chunk boundary, inside the prefix)
+    assert reused[0] == (0, 0) and all(n >= 128 for pair in reused[1:] for n in pair), reused
