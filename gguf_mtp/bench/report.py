@@ -129,7 +129,8 @@ def depth_table(results: dict) -> str:
                       and x["drafter"] == b["drafter"] and x["draft"] == b["draft"]), None)
             cells.append(_iqr(r, "speedup", unit="×") if r else "-")
         lines.append(f"| {b['quant']} | {NAMES[b['drafter']]} | {_k(b)} | " + " | ".join(cells) + " |")
-    plain = [f"{q}: " + ", ".join(f"{d} → {v['plain_tokens_per_s']:.0f}" for d, v in b["plain_by_depth"].items())
+    plain = [f"{q}: " + ", ".join(f"{d} → {v['plain_tokens_per_s']:.0f}"
+                                  for d, v in {"0": b, **b["plain_by_depth"]}.items())
              for q, b in results.get("baselines", {}).items() if b.get("plain_by_depth")]
     if plain:
         lines += ["", "Plain decoding tok/s by depth: " + "; ".join(plain) + "."]
