@@ -196,6 +196,17 @@ class AutoDraft:
         self._costs = np.array([cost.pass_cost(k) for k in range(1, k_max + 1)])
         self._scores: np.ndarray | None = None
 
+    def carry_over(self, weight: float) -> None:
+        """Keep what earlier generations taught as a prior of at most ``weight`` passes per
+        draft position, so that this generation's own passes outweigh it within a few:
+        acceptance is a property of the text as much as of the drafter (n-grams pooled
+        over the bench's prompts predicted 0.35 on a prose prompt where they were right
+        once in six, and auto kept drafting 8 tokens there at 0.86x plain)."""
+        scale = np.minimum(1.0, weight / np.maximum(self.tried, 1e-9))
+        self.tried = self.tried * scale
+        self.kept = self.kept * scale
+        self._scores = None
+
     def alphas(self) -> np.ndarray:
         return self.kept / self.tried
 

@@ -116,6 +116,57 @@ def test_auto_draft_drafts_when_it_pays():
     assert chooser.choose() == 0
 
 
+def test_carry_over_keeps_the_estimate_with_a_small_weight():
+    cm = CostModel(c=[1.0, 1.1, 1.2], t1_s=0.01, draft=0.0)
+    chooser, twin = AutoDraft(cm, k_max=2), AutoDraft(cm, k_max=2)
+    for _ in range(100):                # earlier generations: the first draft token always right
+        chooser.update(2, 1)
+        twin.update(2, 1)
+    before = chooser.alphas().copy()
+    chooser.carry_over(4.0)
+    assert chooser.tried.max() <= 4.0 + 1e-9
+    assert chooser.alphas() == pytest.approx(before)
+    for _ in range(3):                  # this generation: wrong three times
+        chooser.update(2, 0)
+        twin.update(2, 0)
+    assert chooser.alphas()[0] < 0.6 < 0.85 < twin.alphas()[0]
+
+
+def test_auto_drafter_lets_go_of_what_cannot_pay(default_gguf, monkeypatch):
+    """With verification priced out of reach, auto stops following the MTP head after
+    its first tries (no hidden rows, no catch-up passes), answers passes where nothing
+    can win without pricing them, and its output is plain decoding's."""
+    from gguf_mtp.runtime.drafters import auto as auto_mod
+
+    # c(n) = n^2: even the realized-speed correction (at most 2x) leaves every draft below plain
+    expensive = CostModel(c=[float(n * n) for n in range(1, 34)], t1_s=0.01, draft=1.0)
+    monkeypatch.setattr(auto_mod, "cost_model", lambda eng, n_max: expensive)
+    dr = auto_mod.AutoDrafter()
+    with Engine(default_gguf("q8_0"), RuntimeOptions(n_threads=2, draft_max=8)) as eng:
+        plain = generate(eng, CODE, 64, drafter="none")
+        for _ in range(3):
+            g = generate(eng, CODE, 64, drafter=dr)
+            assert g.tokens == plain.tokens
+    assert sum(1 for c in dr.choices if c[0] != "none") <= 1      # at most a probe
+    assert [c for c in dr.choices if c[0] == "mtp"] == []
+    assert not dr.needs_hidden and not any(a.active for a in dr.arms if a.drafter.name == "mtp")
+    assert dr.n_priced < len(dr.choices) / 2, (len(dr.choices), dr.n_priced)
+
+
+def test_auto_ngram_slow_start():
+    from gguf_mtp.runtime.drafters.auto import NGRAM_START, AutoDrafter
+
+    dr = AutoDrafter()
+    dr.k_max_eff, dr.ngram_len = 8, NGRAM_START
+    dr._ngram_outcome(2, 2)
+    dr._ngram_outcome(4, 4)
+    assert dr.ngram_len == min(8, 4 * NGRAM_START)
+    dr._ngram_outcome(8, 3)             # partly right: kept
+    assert dr.ngram_len == min(8, 4 * NGRAM_START)
+    dr._ngram_outcome(8, 0)             # wrong from the first token: back to the start
+    assert dr.ngram_len == NGRAM_START
+
+
 def test_cost_model_is_measured_and_increasing(default_gguf, tmp_path, monkeypatch):
     from gguf_mtp.runtime import autodraft
 

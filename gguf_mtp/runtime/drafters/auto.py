@@ -61,6 +61,13 @@ _MEMORY = "_auto_drafter_memory"
 #: an n-gram proposal is looked up and scored in the shadow every this many passes
 SHADOW_EVERY = 4
 
+#: the longest n-gram draft of a generation until its proposals prove out (see _ngram_outcome)
+NGRAM_START = 2
+
+#: at most this many passes in a row answer "none" without pricing (the estimates do not
+#: move on passes that draft nothing; only the realized-speed factors drift, slowly)
+QUIET_MAX = 16
+
 
 class AutoDrafter(Drafter):
     name = "auto"
@@ -70,8 +77,9 @@ class AutoDrafter(Drafter):
     #: picks its own draft length each pass (the loop passes the cap)
     chooses_length = True
 
-    def __init__(self, k_max: int = 8, min_gain: float = 0.03, ema: float = 0.1):
+    def __init__(self, k_max: int = 8, min_gain: float = 0.03, ema: float = 0.1, carry: float = 4.0):
         self.k_max = k_max
+        self.carry = carry          # passes of earlier generations' acceptance a new one starts from
         self.min_gain = min_gain
         self.ema = ema
         self.arms: list[_Arm] = []
@@ -121,6 +129,8 @@ class AutoDrafter(Drafter):
         arm.drafter = NgramDrafter()
         memory["ngram"] = arm
         self.arms.append(arm)
+        for arm in self.arms:
+            arm.chooser.carry_over(self.carry)
         self.k_max_eff = k_max
         self.last = None
         self.observed = None
@@ -128,6 +138,9 @@ class AutoDrafter(Drafter):
         self.choices = []
         self.shadow: tuple[int, list[int]] | None = None     # (position of its root token, proposal)
         self.n_pass = 0
+        self.quiet_until = 0
+        self.n_priced = 0           # passes whose choice was priced (the others were quiet)
+        self.ngram_len = NGRAM_START
 
     def _score_shadow(self, context: list[int], pos: int) -> None:
         """Score a pending shadow proposal once the target has produced its length
@@ -140,6 +153,7 @@ class AutoDrafter(Drafter):
         if m == len(toks) or m < len(made):
             arm = next(a for a in self.arms if isinstance(a.drafter, NgramDrafter))
             arm.chooser.update(len(toks), m)
+            self._ngram_outcome(len(toks), m)
             self.shadow = None
 
     def _best(self, arm: _Arm, k_cap: int) -> tuple[float, int]:
@@ -147,11 +161,25 @@ class AutoDrafter(Drafter):
         return (s * arm.factor, k) if k else (0.0, 0)
 
     def propose(self, eng, context, tok, pos, k, params, rng):
+        if self.n_pass < self.quiet_until:
+            # nothing can be chosen before a probe or a shadow look-up is due: the pricing
+            # below would answer "none" again (on the default model at q4_0, 1 ms a token,
+            # that answer cost 24 us a pass, and auto ran 0.91x plain where it never drafted)
+            self.n_pass += 1
+            for arm in self.arms:
+                arm.chooser.since_draft += 1          # what update(0, 0) records
+            self.t_last = None                        # this pass is not timed for the factors
+            self.last = (None, 0, 0)
+            self.choices.append(("none", 0))
+            return Proposal()
+        self.n_priced += 1
         now = time.perf_counter()
         self._observe(now)
         k_cap = min(k, self.k_max_eff)
         choice, choice_k, score = None, 0, 1.0 + self.min_gain
         ngram_prop = None
+        #: the next pass index at which this answer can change (quiet until then)
+        resume = self.n_pass + 1 + QUIET_MAX
         for arm in self.arms:
             if not arm.active:
                 continue
@@ -163,22 +191,37 @@ class AutoDrafter(Drafter):
                 # even the longest proposal could not win, unless a probe or a shadow score is due
                 shadow_due = self.shadow is None and self.n_pass % SHADOW_EVERY == 0 and params.greedy
                 if not probe_due and not shadow_due and self._best(arm, k_cap)[0] <= score:
+                    probe_in = 4 * arm.chooser.probe_every - arm.chooser.since_draft
+                    if self.shadow is not None:      # scored once the target has produced its length
+                        shadow_in = self.shadow[0] + len(self.shadow[1]) - pos
+                    else:
+                        shadow_in = SHADOW_EVERY - self.n_pass % SHADOW_EVERY if params.greedy else QUIET_MAX
+                    resume = min(resume, self.n_pass + max(1, min(probe_in, shadow_in)))
                     continue
+                resume = self.n_pass + 1
                 ngram_prop = arm.drafter.propose(eng, context, tok, pos, k_cap, params, rng)
                 if not ngram_prop.tokens:
                     continue
                 if shadow_due:
                     self.shadow = (pos, list(ngram_prop.tokens))
-                cap = len(ngram_prop.tokens)
+                cap = min(len(ngram_prop.tokens), self.ngram_len)
             else:
                 cap = k_cap
-                if not probe_due and self._best(arm, cap)[0] < 0.8:
-                    # keeping a head that does not pay up to date costs an MTP pass per FLUSH_ROWS
-                    # tokens (on the default model at q4_0, 1.3 ms a token, auto that never drafted ran
-                    # 0.90x plain with it): stop following it for the rest of this generation
+                s = self._best(arm, cap)[0]
+                # (a probe is only forced within reach of paying: a head whose probe was due but
+                # scored <= 0.85 was neither tried nor let go, and was followed for ever)
+                if not (arm.passes < 2 or (probe_due and s > 0.85)) and s <= score:
+                    # a head that cannot win this pass will not win a later one of this generation
+                    # either (its estimate moves only when it drafts, or a probe is due), and keeping
+                    # it up to date costs a hidden-row copy and its catch-up every pass and an MTP
+                    # pass per FLUSH_ROWS tokens: on the default model at q4_0 (1 ms a token) a head
+                    # scored 0.83 was followed and never chosen, and auto ran 0.95x plain on a prompt
+                    # where it drafted nothing (50 us a token). Stop following it; the next
+                    # generation tries it again once a probe is due (or begin() skips it).
                     arm.active = False
                     self.needs_hidden = False     # the target's hidden rows feed that head only
                     continue
+            resume = self.n_pass + 1
             s, kk = self._best(arm, cap)
             # a candidate that is never tried never learns: try it first, then probe it now and
             # then while its estimate is within reach of paying
@@ -193,6 +236,7 @@ class AutoDrafter(Drafter):
         if choice is not None and isinstance(choice.drafter, NgramDrafter):
             self.shadow = None          # drafted for real: its own update counts
         if choice is None:
+            self.quiet_until = resume
             self.last = (None, 0, 0)
             self.choices.append(("none", 0))
             return Proposal()
@@ -216,7 +260,20 @@ class AutoDrafter(Drafter):
                     a.drafter.follow(eng, tok, pos, proposal.tokens[:n_accepted], hidden)
         if arm is not None:
             arm.chooser.update(drafted, n_accepted)
+            if isinstance(arm.drafter, NgramDrafter):
+                self._ngram_outcome(drafted, n_accepted)
         self.produced = n_accepted + 1
+
+    def _ngram_outcome(self, drafted: int, accepted: int) -> None:
+        """Slow start for n-gram drafts: each generation drafts at most NGRAM_START
+        tokens until a proposal is accepted whole, which doubles the limit; a rejected
+        one sets it back. Whether a lookup continues the way the model does depends on
+        the text more than on what other prompts taught (the default model at q4_0 tried
+        8-token proposals first on prose where they failed, 1.5 wasted passes each)."""
+        if accepted == drafted:
+            self.ngram_len = min(self.k_max_eff, 2 * self.ngram_len)
+        elif accepted == 0:
+            self.ngram_len = NGRAM_START
 
     def _observe(self, now: float) -> None:
         """Scale the chosen arm's estimate by its realized speed (the whole last
