@@ -361,7 +361,25 @@ def _verify_chain(eng: Engine, sampler: Sampler, params: SamplingParams, context
     else:
         eng.target_decode(verify, pos, _ALL_OUT[len(verify)] if len(verify) < len(_ALL_OUT) else [True] * len(verify))
     ctx = context
-    if params.greedy or proposal.q is None:
+    if params.greedy and params.repeat_penalty == 1.0:
+        # match rule, greedy: the target's argmax at each position until the first mismatch
+        # (no history list per row: building ctx + drafts cost a copy of the context each)
+        n_acc = 0
+        if len(verify) <= 3:
+            # a short chain: every row's argmax in one call (a row past the first mismatch is
+            # scanned for nothing, cheaper than a call per row right after the pass)
+            best = eng.target_argmax_rows(lead, len(verify))
+            while n_acc < len(drafts) and best[n_acc] == drafts[n_acc]:
+                n_acc += 1
+            nxt = best[n_acc]
+        else:
+            argmax = eng.target_argmax
+            while True:
+                nxt = argmax(lead + n_acc)
+                if n_acc == len(drafts) or nxt != drafts[n_acc]:
+                    break
+                n_acc += 1
+    elif params.greedy or proposal.q is None:
         # match rule (deterministic drafts): the target's own choice at each
         # position until the first mismatch; one sampler draw per emitted token
         n_acc = 0

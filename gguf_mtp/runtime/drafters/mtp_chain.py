@@ -80,7 +80,8 @@ class MTPDrafter(Drafter):
         p0 = pos - len(self.catch_tokens)
         toks = self.catch_tokens + [tok]
         hid = self.catch_hidden + [self.pending]
-        self._write(eng, toks, np.stack(hid), p0, output_last=True)
+        # (one row, the usual case after an accepted draft or none: a view, not a stacked copy)
+        self._write(eng, toks, self.pending[None, :] if len(hid) == 1 else np.stack(hid), p0, output_last=True)
         heads = max(1, eng.n_nextn)
         row = len(toks) - 1
         for i in range(k):
@@ -109,9 +110,10 @@ class MTPDrafter(Drafter):
         if proposal.tokens or proposal.tree is not None:
             # (tok, pending) at `pos` is right; later rows were built on the head's own states
             eng.mtp_truncate(pos + 1)
+            # (rows of the loop's fresh copy of the verify batch's hidden states: kept as views)
             self.catch_tokens = proposal.tokens[:n_accepted]
-            self.catch_hidden = [hidden[j] for j in range(n_accepted)]
-            self.pending = hidden[n_accepted].copy()
+            self.catch_hidden = list(hidden[:n_accepted])
+            self.pending = hidden[n_accepted]
         else:
             self.follow(eng, tok, pos, [], hidden)
 
