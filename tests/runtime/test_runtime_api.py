@@ -251,3 +251,21 @@ def test_seeded_sampling_is_reproducible(llm):
     a = llm("import ", max_tokens=16, temperature=0.9, seed=7)["choices"][0]["text"]
     b = llm("import ", max_tokens=16, temperature=0.9, seed=7)["choices"][0]["text"]
     assert a == b
+
+
+def test_overhead_benchmark_reports_both_runs(default_gguf):
+    """benchmarks/overhead.py (the loop's host share, interleaved repeats) on the default
+    model: both runs reported, shares in (0, 1), the speculative run really drafting."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "overhead.py"
+    out = subprocess.run([sys.executable, str(script), "--gguf", str(default_gguf("q8_0")), "-n", "24",
+                          "--repeats", "2", "--json"], capture_output=True, text=True, check=True, timeout=300)
+    res = json.loads(out.stdout)
+    for name in ("plain", "spec"):
+        med = res["runs"][name]["median"]
+        assert 0 < med["overhead_share"] < 1 and med["tokens_per_s"] > 0
+    assert res["runs"]["spec"]["median"]["tau"] > 1.0
