@@ -83,8 +83,7 @@ class _Batch:
         self._outs[:n] = outputs
         embd = None
         if hidden is not None:
-            embd = hidden if hidden.dtype == np.float32 and hidden.flags.c_contiguous and hidden.ndim == 2 \
-                else np.ascontiguousarray(hidden, dtype=np.float32).reshape(n, -1)
+            embd = np.ascontiguousarray(hidden, dtype=np.float32).reshape(n, -1)
             self._keep = [embd]            # llama.cpp reads the rows when the batch is processed
         rc = self.P.llama_batch_ext_add_tokens(self.ptr, 0, self._toks_p, n, pos0,
                                                None if embd is None else embd.ctypes.data,
@@ -167,9 +166,6 @@ class Engine:
             from ..gguf.inspect import read_int_array
 
             self.draft_vocab = read_int_array(self.path, Keys.Drafter.DRAFT_VOCAB, header)
-            if self.draft_vocab is not None:
-                # the argmax's id looked up in a list: a numpy scalar per drafted token cost more
-                self._draft_ids = [int(t) for t in self.draft_vocab]
         #: Medusa heads in the file (0 = none) and the columns of each head's logits
         self.n_medusa = int(P.llama_medusa_n_heads(self.model))
         self.medusa_cols = int(P.llama_medusa_n_cols(self.model))
@@ -399,18 +395,16 @@ class Engine:
         output rows of a batch are consecutive in llama.cpp's logits buffer (checked; row by
         row otherwise). In the verify loop, right after a pass, each separate call cost
         ~24 us against 8 us in a warm loop: one call for a short chain's rows saves that."""
-        self._row_view(self.ctx, first, "target")          # validates and caches the buffer view
-        base, view = self._views[self.ctx]
+        view, r0 = self._row_index(self.ctx, first, "target")
+        base = self._views[self.ctx][0]
         stride = 4 * self.n_vocab
-        r0 = (self._logits_ith(self.ctx, first) - base) // stride
         if r0 + n > len(view) or self._logits_ith(self.ctx, first + n - 1) != base + (r0 + n - 1) * stride:
             return [self.target_argmax(first + j) for j in range(n)]
         return view[r0:r0 + n].argmax(axis=1).tolist()
 
-    def _row_view(self, ctx, i: int, what: str, n: int | None = None) -> np.ndarray:
-        """Row ``i``'s logits as a slice of a cached view over the context's whole
-        logits buffer (rebuilt when llama.cpp reallocates it). Measured: 2 us
-        against 20 us for a fresh ``np.ctypeslib.as_array`` per row."""
+    def _row_index(self, ctx, i: int, what: str) -> tuple[np.ndarray, int]:
+        """A cached view over the context's whole logits buffer (rebuilt when llama.cpp
+        reallocates it) and the index in it of batch row ``i``'s logits."""
         addr = self._logits_ith(ctx, i)
         if not addr:
             raise RuntimeErrorLlama(f"no {what} logits for batch row {i}")
@@ -422,8 +416,13 @@ class Engine:
                                          shape=(self.opts.n_batch, self.n_vocab))
             self._views[ctx] = (base, view)
             off = addr - base
-        row = view[off // (4 * self.n_vocab)]
-        return row if n is None else row[:n]
+        return view, off // (4 * self.n_vocab)
+
+    def _row_view(self, ctx, i: int, what: str, n: int | None = None) -> np.ndarray:
+        """Row ``i``'s logits as a slice of the cached buffer view. Measured: 2 us
+        against 20 us for a fresh ``np.ctypeslib.as_array`` per row."""
+        view, r = self._row_index(ctx, i, what)
+        return view[r] if n is None else view[r, :n]
 
     def target_truncate(self, pos: int) -> None:
         """Drop target KV (and recurrent state) from position ``pos`` on."""
@@ -466,8 +465,7 @@ class Engine:
         """The MTP head's most likely token (over the draft vocabulary if compressed)."""
         if self.draft_vocab is None:
             return int(self._row_view(self.mtp_ctx, i, "MTP").argmax())
-        ids = self._draft_ids
-        return ids[self._row_view(self.mtp_ctx, i, "MTP", len(ids)).argmax()]
+        return int(self.draft_vocab[int(self._row_view(self.mtp_ctx, i, "MTP", len(self.draft_vocab)).argmax())])
 
     def mtp_hidden(self, i: int) -> np.ndarray:
         out = np.empty(self.n_embd, dtype=np.float32)
