@@ -56,6 +56,12 @@ class RuntimeOptions:
 
 #: batch row indices 0..n for the hidden-row copy (a slice of it is contiguous)
 _ROWS = np.arange(64, dtype=np.int32)
+_ROWS_P = _ROWS.ctypes.data
+_F32 = np.dtype(np.float32)
+
+#: rows in the verify loop's ring of NextN hidden states (:meth:`Engine.target_hidden_ring`);
+#: a drafter keeps a pass's rows for at most ``MTPDrafter.FLUSH_ROWS`` + ``draft_max`` + 1 rows
+HIDDEN_RING_ROWS = 1024
 
 
 class _Batch:
@@ -81,13 +87,21 @@ class _Batch:
         self.L.llama_batch_ext_clear(self.ptr)
         self._toks[:n] = tokens
         self._outs[:n] = outputs
-        embd = None
+        embd_p = width = 0
         if hidden is not None:
-            embd = np.ascontiguousarray(hidden, dtype=np.float32).reshape(n, -1)
-            self._keep = [embd]            # llama.cpp reads the rows when the batch is processed
-        rc = self.P.llama_batch_ext_add_tokens(self.ptr, 0, self._toks_p, n, pos0,
-                                               None if embd is None else embd.ctypes.data,
-                                               0 if embd is None else embd.shape[1], self._outs_p)
+            if not (type(hidden) is np.ndarray and hidden.dtype == _F32 and hidden.ndim == 2 and len(hidden) == n):
+                hidden = np.ascontiguousarray(hidden, dtype=np.float32).reshape(n, -1)
+            try:
+                # the rows' address through the buffer protocol: right after a pass this took
+                # 3 us against 10 us for ``.ctypes.data`` (default model, q4_0, K = 1)
+                buf = ctypes.c_char.from_buffer(hidden)
+            except (TypeError, ValueError, BufferError):     # a read-only or strided array
+                hidden = np.array(hidden, dtype=np.float32, order="C")
+                buf = ctypes.c_char.from_buffer(hidden)
+            self._keep = [hidden, buf]     # llama.cpp reads the rows when the batch is processed
+            embd_p, width = ctypes.addressof(buf), hidden.shape[1]
+        rc = self.P.llama_batch_ext_add_tokens(self.ptr, 0, self._toks_p, n, pos0, embd_p or None, width,
+                                               self._outs_p)
         if rc < 0:
             raise RuntimeErrorLlama(f"llama_batch_ext_add_tokens failed ({rc}: batch full or hidden size mismatch?)")
 
@@ -188,6 +202,19 @@ class Engine:
             raise RuntimeErrorLlama(f"{self.path}: could not create the target context")
         self.mem = L.llama_get_memory(self.ctx)
         self.batch = _Batch(L, self.ctx, P, opts.n_batch)
+        #: greedy passes (patch 0012): the graph ends with each output row's argmax and the
+        #: logits stay on the backend; the decode loop sets these for greedy generations (the
+        #: MTP one when the drafter reads only the head's winners), every other caller gets logits.
+        #: Measured on the default model at q4_0: the host argmax of a K = 1 verify pass's two
+        #: 151,936-logit rows took 45 us right after the pass; see docs/runtime.md
+        self.greedy_target = False
+        self.greedy_mtp = False
+        #: per context: whether its last pass ran greedy (its logits are then not on the host)
+        self._greedy: dict = {}
+        self._amax = np.zeros(opts.n_batch, dtype=np.int32)
+        self._amax_p = self._amax.ctypes.data
+        self._ring = np.empty((HIDDEN_RING_ROWS, self.n_embd), dtype=np.float32)
+        self._ring_p, self._ring_at = self._ring.ctypes.data, 0
         self._invariant = 0
         #: seconds spent inside llama.cpp's decode (target and MTP contexts): the
         #: rest of a generation's time is the host-side loop's overhead
@@ -311,9 +338,13 @@ class Engine:
         buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
         return self.L.llama_state_seq_set_data(self.ctx, buf, len(data), 0) == len(data)
 
-    def _run(self, ctx, batch: _Batch, what: str) -> None:
+    def _run(self, ctx, batch: _Batch, what: str, greedy: bool = False) -> None:
         if not batch.ptr:
             raise RuntimeErrorLlama("engine is closed")
+        if greedy != self._greedy.get(ctx, False):
+            # (a switch rebuilds the graph: the loop keeps one mode for a whole generation)
+            self.P.llama_set_greedy_argmax(ctx, greedy)
+            self._greedy[ctx] = greedy
         t0 = time.perf_counter()
         rc = self.L.llama_process(ctx, self.L.LLAMA_PROCESS_TYPE_DECODE, batch.ptr)
         self.compute_s += time.perf_counter() - t0
@@ -325,7 +356,21 @@ class Engine:
             raise ValueError(f"batch of {n} tokens exceeds n_batch={self.opts.n_batch}")
 
     def _logits(self, ctx, i: int, what: str) -> np.ndarray:
+        self._check_logits(ctx, what)
         return self._row_view(ctx, i, what)
+
+    def _check_logits(self, ctx, what: str) -> None:
+        if self._greedy.get(ctx, False):
+            raise RuntimeErrorLlama(f"the last {what} pass was a greedy pass: its logits stay on the backend "
+                                    f"(set Engine.greedy_{'target' if ctx is self.ctx else 'mtp'} = False "
+                                    "before the pass to read them)")
+
+    def _argmax_rows(self, ctx, first: int, n: int, what: str) -> np.ndarray:
+        """The winners of batch rows ``first..first+n-1`` of a greedy pass (one call; a view of
+        a reused buffer: copy to keep)."""
+        if not self.P.llama_get_argmax_rows(ctx, first, n, self._amax_p):
+            raise RuntimeErrorLlama(f"no {what} argmax for batch rows {first}..{first + n - 1}")
+        return self._amax[:n]
 
     def _hidden(self, ctx, i: int, what: str) -> np.ndarray:
         ptr = self.P.llama_mtp_get_embeddings_nextn_ith(ctx, i)
@@ -353,7 +398,7 @@ class Engine:
         self._check_batch(len(tokens))
         self._set_invariant(self.opts.exact and not prefill)
         self.batch.fill(tokens, pos0, outputs)
-        self._run(self.ctx, self.batch, "target")
+        self._run(self.ctx, self.batch, "target", self.greedy_target)
         if not prefill:
             self.target_rows += len(tokens)
 
@@ -362,11 +407,12 @@ class Engine:
         self._check_batch(len(rows))
         self._set_invariant(self.opts.exact)
         self.batch.fill_rows(rows)
-        self._run(self.ctx, self.batch, "target")
+        self._run(self.ctx, self.batch, "target", self.greedy_target)
         self.target_rows += len(rows)
 
     def target_logits(self, i: int) -> np.ndarray:
-        """Logits of batch row ``i`` of the last target decode (a view; copy to keep)."""
+        """Logits of batch row ``i`` of the last target decode (a view; copy to keep); not
+        after a greedy pass (:attr:`greedy_target`)."""
         return self._logits(self.ctx, i, "target")
 
     def target_hidden(self, n: int) -> np.ndarray:
@@ -385,9 +431,26 @@ class Engine:
             raise RuntimeErrorLlama(f"no target hidden state for batch rows {idx.tolist()}")
         return out
 
+    def target_hidden_ring(self, first: int, n: int) -> np.ndarray:
+        """:meth:`target_hidden_rows` of batch rows ``first..first+n-1``, copied into a ring of
+        reused rows: the returned view stays valid until :data:`HIDDEN_RING_ROWS` more rows
+        have been copied. Right after a pass, a new array and the ctypes address lookups
+        took 16 of the 24 us this copy cost per pass (default model, q4_0, K = 1)."""
+        if first + n > len(_ROWS):
+            return self.target_hidden_rows(range(first, first + n))
+        at = self._ring_at if self._ring_at + n <= HIDDEN_RING_ROWS else 0
+        if not self.P.llama_mtp_copy_embeddings_nextn(self.ctx, _ROWS_P + 4 * first, n,
+                                                      self._ring_p + 4 * self.n_embd * at):
+            raise RuntimeErrorLlama(f"no target hidden state for batch rows {first}..{first + n - 1}")
+        self._ring_at = at + n
+        return self._ring[at:at + n]
+
     def target_argmax(self, i: int) -> int:
-        """The target's most likely token at batch row ``i`` (numpy's argmax on a
-        view of llama.cpp's logits buffer: no copy, no new array per call)."""
+        """The target's most likely token at batch row ``i``: computed in the pass's
+        graph after a greedy pass, else numpy's argmax on a view of llama.cpp's logits
+        buffer (no copy, no new array per call)."""
+        if self._greedy.get(self.ctx, False):
+            return int(self._argmax_rows(self.ctx, i, 1, "target")[0])
         return int(self._row_view(self.ctx, i, "target").argmax())
 
     def target_argmax_rows(self, first: int, n: int) -> list[int]:
@@ -395,6 +458,8 @@ class Engine:
         output rows of a batch are consecutive in llama.cpp's logits buffer (checked; row by
         row otherwise). In the verify loop, right after a pass, each separate call cost
         ~24 us against 8 us in a warm loop: one call for a short chain's rows saves that."""
+        if self._greedy.get(self.ctx, False):
+            return self._argmax_rows(self.ctx, first, n, "target").tolist()
         view, r0 = self._row_index(self.ctx, first, "target")
         base = self._views[self.ctx][0]
         stride = 4 * self.n_vocab
@@ -435,14 +500,14 @@ class Engine:
         ``outputs[i]`` asks for the logits and hidden state of row i."""
         self._check_batch(len(tokens))
         self.mtp_batch.fill(tokens, pos0, outputs, hidden)
-        self._run(self.mtp_ctx, self.mtp_batch, "MTP")
+        self._run(self.mtp_ctx, self.mtp_batch, "MTP", self.greedy_mtp)
 
     def mtp_decode_rows(self, rows, hidden: np.ndarray) -> None:
         """Run the MTP head over general rows (token, pos, seq_ids, output), with
         ``hidden[i]`` the feature of row i, in one batch (tree drafting)."""
         self._check_batch(len(rows))
         self.mtp_batch.fill_rows(rows, hidden)
-        self._run(self.mtp_ctx, self.mtp_batch, "MTP")
+        self._run(self.mtp_ctx, self.mtp_batch, "MTP", self.greedy_mtp)
 
     def mtp_set_head(self, head: int) -> None:
         """Select which MTP layer (0 .. n_nextn-1) the MTP context runs."""
@@ -463,6 +528,9 @@ class Engine:
 
     def mtp_argmax(self, i: int) -> int:
         """The MTP head's most likely token (over the draft vocabulary if compressed)."""
+        if self._greedy.get(self.mtp_ctx, False):
+            j = int(self._argmax_rows(self.mtp_ctx, i, 1, "MTP")[0])
+            return j if self.draft_vocab is None else int(self.draft_vocab[j])
         if self.draft_vocab is None:
             return int(self._row_view(self.mtp_ctx, i, "MTP").argmax())
         return int(self.draft_vocab[int(self._row_view(self.mtp_ctx, i, "MTP", len(self.draft_vocab)).argmax())])

@@ -184,7 +184,7 @@ def _prefill(eng: Engine, prompt: list[int], want_hidden: bool, first: int = 0, 
         eng.target_decode(chunk, start, [False] * (len(chunk) - 1) + [last], prefill=True)
         if want_hidden:
             hidden.append(eng.target_hidden(len(chunk)))
-        if last:
+        if last and not eng.greedy_target:       # (a greedy pass leaves its logits on the backend)
             logits = eng.target_logits(len(chunk) - 1).copy()
     if snap_at == len(prompt) and snap_at:
         saved = (eng.save_state(), snap_at)
@@ -239,6 +239,18 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
     st.n_prompt = len(prompt)
 
     dr.prepare(eng)
+    # greedy generations run greedy passes: the graph picks each row's winner, the logits stay
+    # on the backend (patch 0012); the engine is back to logits passes when the generation ends
+    greedy = params.greedy and params.repeat_penalty == 1.0
+    eng.greedy_target, eng.greedy_mtp = greedy, greedy and dr.argmax_drafts
+    try:
+        yield from _decode(eng, prompt, max_tokens, dr, auto, k_fixed, params, sampler, st, reuse)
+    finally:
+        eng.greedy_target = eng.greedy_mtp = False
+
+
+def _decode(eng: Engine, prompt: list[int], max_tokens: int, dr: Drafter, auto: AutoDraft | None, k_fixed: int,
+            params: SamplingParams, sampler: Sampler, st: GenerationStats, reuse: bool) -> Iterator[list[int]]:
     t0 = time.perf_counter()
     n_reused, old_hidden = _reusable(eng, prompt, dr.needs_hidden) if reuse else (0, None)
     if not reuse:
@@ -257,7 +269,10 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
         # and MTP runs taking turns on one long prefix (the bench's --depth) all reuse it
         eng.prompt_cache = PromptCache(list(prompt), hidden if dr.needs_hidden else old_hidden,
                                        *(saved or (None, 0)))
-    tok = _choose(sampler, logits, prompt)
+    if logits is None:                           # greedy: the last prompt row's winner
+        tok = eng.target_argmax((len(prompt) - 1 - n_reused) % _chunk_size(eng))
+    else:
+        tok = _choose(sampler, logits, prompt)
     #: every token so far, the newest (``tok``, not yet in the target cache) last
     context = list(prompt) + [tok]
     d0 = time.perf_counter()
@@ -391,7 +406,7 @@ def _verify_chain(eng: Engine, sampler: Sampler, params: SamplingParams, context
     else:
         ps = [sampler.distribution(eng.target_logits(lead + j), ctx + drafts[:j]) for j in range(len(verify))]
         n_acc, nxt = verify_chain(ps, proposal.q, drafts, sampler.rng)
-    hidden = eng.target_hidden_rows(range(lead, lead + len(verify))) if dr.needs_hidden else None
+    hidden = eng.target_hidden_ring(lead, len(verify)) if dr.needs_hidden else None
     if n_acc < len(drafts):
         eng.target_truncate(pos + n_acc + 1)
     return n_acc, nxt, hidden

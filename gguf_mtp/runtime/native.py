@@ -30,6 +30,8 @@ PATCH_SYMBOLS = {
                                     ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p], ctypes.c_int32),
     "llama_get_logits_argmax_ith": ([_c_ctx, ctypes.c_int32, ctypes.c_int32], ctypes.c_int32),
     "llama_mtp_copy_embeddings_nextn": ([_c_ctx, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p], ctypes.c_bool),
+    "llama_set_greedy_argmax": ([_c_ctx, ctypes.c_bool], None),
+    "llama_get_argmax_rows": ([_c_ctx, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p], ctypes.c_bool),
 }
 
 

@@ -76,6 +76,7 @@ class AutoDrafter(Drafter):
     needs_hidden = True
     #: picks its own draft length each pass (the loop passes the cap)
     chooses_length = True
+    argmax_drafts = True         # its MTP arm is a chain of the head's winners
 
     def __init__(self, k_max: int = 8, min_gain: float = 0.03, ema: float = 0.1, carry: float = 4.0):
         self.k_max = k_max

@@ -58,6 +58,9 @@ class Drafter:
     needs_medusa = False
     #: the drafter picks the draft length itself each pass (the loop passes the cap)
     chooses_length = False
+    #: in greedy decoding the drafter reads only the MTP head's winners, never its logits:
+    #: the MTP context may run greedy passes (``Engine.greedy_mtp``, argmax in the graph)
+    argmax_drafts = False
 
     def step_cost(self, measured_mtp_step: float) -> float:
         """Cost of one drafted token in 1-token target passes (for draft='auto');

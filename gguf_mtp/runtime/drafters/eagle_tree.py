@@ -83,6 +83,7 @@ class EagleTreeDrafter(MTPDrafter):
     (k passes, like the chain)."""
 
     name = "eagle"
+    argmax_drafts = False        # the tree ranks each node's top candidates from the head's logits
     summary = "the same head drafting an EAGLE-2 dynamic tree"
 
     def __init__(self, topk: int = 4, beam: int = 4, max_nodes: int = 12):
@@ -137,7 +138,7 @@ class EagleTreeDrafter(MTPDrafter):
         # 1. catch-up + root row (tok at pos with the target's pending feature), sequence 0
         p0 = pos - len(self.catch_tokens)
         toks = self.catch_tokens + [tok]
-        self._write(eng, toks, np.stack(self.catch_hidden + [self.pending]), p0, output_last=True)
+        self._write(eng, toks, self._rows(), p0, output_last=True)
         root_row = len(toks) - 1
 
         c = EagleCandidates(tok, pos)
