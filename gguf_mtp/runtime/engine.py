@@ -436,12 +436,19 @@ class Engine:
         reused rows: the returned view stays valid until :data:`HIDDEN_RING_ROWS` more rows
         have been copied. Right after a pass, a new array and the ctypes address lookups
         took 16 of the 24 us this copy cost per pass (default model, q4_0, K = 1)."""
+        return self._hidden_ring(self.ctx, first, n, "target")
+
+    def _hidden_ring(self, ctx, first: int, n: int, what: str) -> np.ndarray:
         if first + n > len(_ROWS):
-            return self.target_hidden_rows(range(first, first + n))
+            rows = np.arange(first, first + n, dtype=np.int32)
+            out = np.empty((n, self.n_embd), dtype=np.float32)
+            if not self.P.llama_mtp_copy_embeddings_nextn(ctx, rows.ctypes.data, n, out.ctypes.data):
+                raise RuntimeErrorLlama(f"no {what} hidden state for batch rows {first}..{first + n - 1}")
+            return out
         at = self._ring_at if self._ring_at + n <= HIDDEN_RING_ROWS else 0
-        if not self.P.llama_mtp_copy_embeddings_nextn(self.ctx, _ROWS_P + 4 * first, n,
+        if not self.P.llama_mtp_copy_embeddings_nextn(ctx, _ROWS_P + 4 * first, n,
                                                       self._ring_p + 4 * self.n_embd * at):
-            raise RuntimeErrorLlama(f"no target hidden state for batch rows {first}..{first + n - 1}")
+            raise RuntimeErrorLlama(f"no {what} hidden state for batch rows {first}..{first + n - 1}")
         self._ring_at = at + n
         return self._ring[at:at + n]
 
@@ -541,6 +548,12 @@ class Engine:
         if not self.P.llama_mtp_copy_embeddings_nextn(self.mtp_ctx, row.ctypes.data, 1, out.ctypes.data):
             raise RuntimeErrorLlama(f"no MTP hidden state for batch row {i}")
         return out
+
+    def mtp_hidden_ring(self, i: int) -> np.ndarray:
+        """:meth:`mtp_hidden` of batch row ``i`` as a (1, n_embd) view into the engine's ring of
+        hidden rows (see :meth:`target_hidden_ring`): the chain's next draft step reads it
+        at once, so no new array per step."""
+        return self._hidden_ring(self.mtp_ctx, i, 1, "MTP")
 
     def mtp_truncate(self, pos: int) -> None:
         self._truncate(self.mtp_mem, pos, "MTP")

@@ -8,6 +8,9 @@ from ..sampling import sample_from, target_distribution
 from .base import Drafter, Proposal
 
 
+_LAST_OUT = [True]
+
+
 class MTPDrafter(Drafter):
     """Native MTP: the model's NextN head applied recursively.
 
@@ -108,11 +111,11 @@ class MTPDrafter(Drafter):
             d = self._draft_token(eng, row, context, drafts, params, rng, qs)
             drafts.append(d)
             if i + 1 < k:
-                h = eng.mtp_hidden(row)
+                h = eng.mtp_hidden_ring(row)              # (1, n_embd), read by the next step at once
                 if heads > 1:
-                    toks, hid = toks + [d], np.concatenate([hid, h[None, :]])
+                    toks, hid = toks + [d], np.concatenate([hid, h])
                 else:
-                    eng.mtp_decode([d], h[None, :], pos + 1 + i, [True])
+                    eng.mtp_decode([d], h, pos + 1 + i, _LAST_OUT)
                     row = 0
         if heads > 1:
             eng.mtp_set_head(0)
