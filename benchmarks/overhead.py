@@ -7,7 +7,8 @@ the drafters' own host work), for plain decoding and for speculative decoding.
 
 Plain and speculative generations are interleaved on the same prompt; the
 medians over repeats are reported with the spread (min-max). ``compute`` is the
-time inside ``llama_process`` (the target's and the MTP head's passes);
+time inside ``llama_process`` (the target's and the MTP head's passes; greedy passes pick
+each row's winner in the graph, so that argmax is compute);
 ``rollback`` is the time inside ``llama_memory_seq_rm`` (counted as overhead).
 """
 

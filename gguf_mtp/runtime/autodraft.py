@@ -209,7 +209,9 @@ def cost_model(eng, n_max: int = 9, refresh: bool = False) -> CostModel:
 
 class AutoDraft:
     """Chooses the draft length before each pass from the cost model and the
-    acceptance seen so far."""
+    acceptance seen so far. The estimates are short Python lists, not numpy arrays:
+    auto prices and updates every pass right after the target pass, when each numpy
+    call on an 8-element array costs several microseconds (the caches are cold)."""
 
     def __init__(self, cost: CostModel, k_max: int, prior: float = 0.6, prior_weight: float = 2.0,
                  decay: float = 0.97, probe_every: int = 32):
@@ -217,13 +219,13 @@ class AutoDraft:
         self.k_max = k_max
         self.decay = decay
         self.probe_every = probe_every
-        self.tried = np.full(k_max, prior_weight)
-        self.kept = np.full(k_max, prior * prior_weight)
+        self.tried = [float(prior_weight)] * k_max
+        self.kept = [float(prior * prior_weight)] * k_max
         self.since_draft = 0
         self.history: list[int] = []
 
-        self._costs = np.array([cost.pass_cost(k) for k in range(1, k_max + 1)])
-        self._scores: np.ndarray | None = None
+        self._costs = [cost.pass_cost(k) for k in range(1, k_max + 1)]
+        self._scores: list[float] | None = None
 
     def carry_over(self, weight: float) -> None:
         """Keep what earlier generations taught as a prior of at most ``weight`` passes per
@@ -231,32 +233,40 @@ class AutoDraft:
         acceptance is a property of the text as much as of the drafter (n-grams pooled
         over the bench's prompts predicted 0.35 on a prose prompt where they were right
         once in six, and auto kept drafting 8 tokens there at 0.86x plain)."""
-        scale = np.minimum(1.0, weight / np.maximum(self.tried, 1e-9))
-        self.tried = self.tried * scale
-        self.kept = self.kept * scale
+        scale = [min(1.0, weight / max(t, 1e-9)) for t in self.tried]
+        self.tried = [t * s for t, s in zip(self.tried, scale)]
+        self.kept = [k * s for k, s in zip(self.kept, scale)]
         self._scores = None
 
     def alphas(self) -> np.ndarray:
-        return self.kept / self.tried
+        return np.array(self.kept) / np.array(self.tried)
 
-    def scores(self) -> np.ndarray:
-        """Predicted speed over plain decoding at K = 1 .. k_max (one numpy chain; kept
-        until the next drafted pass changes the estimates: auto asks every pass, and on
-        a 1.3 ms token the recomputation was measurable)."""
+    def scores(self) -> list[float]:
+        """Predicted speed over plain decoding at K = 1 .. k_max (kept until the next
+        drafted pass changes the estimates: auto asks every pass)."""
         if self._scores is None:
-            self._scores = (1.0 + np.cumsum(np.cumprod(self.kept / self.tried))) / self._costs
+            e, p, out = 1.0, 1.0, []
+            for kept, tried, cost in zip(self.kept, self.tried, self._costs):
+                p *= kept / tried
+                e += p
+                out.append(e / cost)
+            self._scores = out
         return self._scores
 
     def best(self, k_cap: int) -> tuple[float, int]:
-        """(score, K) of the best K in 1 .. k_cap (K = 0 scores 1)."""
+        """(score, K) of the best K in 1 .. k_cap (K = 0 scores 1; the shortest among equals)."""
         if k_cap <= 0:
             return 1.0, 0
-        sc = self.scores()[:k_cap]
-        i = int(sc.argmax())
-        return float(sc[i]), i + 1
+        sc = self.scores()
+        i = max(range(min(k_cap, len(sc))), key=sc.__getitem__)
+        return sc[i], i + 1
 
     def expected_tokens(self, k: int) -> float:
-        return 1.0 + float(np.cumprod(self.alphas()[:k]).sum()) if k else 1.0
+        e, p = 1.0, 1.0
+        for kept, tried in zip(self.kept[:k], self.tried[:k]):
+            p *= kept / tried
+            e += p
+        return e
 
     def score(self, k: int) -> float:
         return self.expected_tokens(k) / self.cost.pass_cost(k) if k else 1.0
@@ -274,10 +284,8 @@ class AutoDraft:
             return
         self.since_draft = 0
         self._scores = None
-        self.tried *= self.decay
-        self.kept *= self.decay
+        d = self.decay
         # position i was tried iff positions 1..i-1 were accepted
-        for i in range(min(drafted, accepted + 1)):
-            self.tried[i] += 1
-            if i < accepted:
-                self.kept[i] += 1
+        n_tried = min(drafted, accepted + 1)
+        self.tried = [t * d + (i < n_tried) for i, t in enumerate(self.tried)]
+        self.kept = [k * d + (i < accepted) for i, k in enumerate(self.kept)]
