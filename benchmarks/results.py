@@ -141,10 +141,6 @@ def write_results(table: dict, command: str) -> str:
                   + (":" if over else "."), ""]
         parts += [f"- {n}: {r['drafter']} K={r['draft']} {r['quant']}: {r['speedup']:.2f}× "
                   f"[{r['speedup_q1']:.2f}–{r['speedup_q3']:.2f}] vs bound {r['bound']:.2f}" for n, r in over]
-        if any(r["drafter"] == "auto" for _, r in over):
-            parts += ["", "Runs made before the bench pooled τ over every timed repeat took auto's τ from its "
-                      "first repeat, before it had learned what pays; its bound there is too low (fixed in "
-                      "`gguf_mtp/bench/measure.py`, to be re-run)."]
     proj = HERE / "results" / "projection.json"
     if proj.is_file():
         from gguf_mtp.bench.projection import markdown

@@ -27,6 +27,10 @@ FAMILY = {"none": "base", "auto": "base", "lcp-ngram": "base", "ngram": "base", 
           "upstream": "base", "mtp": "base", "mtp-cv": "mtp", "mtp-tree": "base", "fastmtp": "fastmtp",
           "eagle": "eagle", "eagle-tree": "eagle", "medusa": "medusa"}
 
+#: drafters timed on the file `gguf-mtp convert` gives by default: the MTP head with a draft
+#: vocabulary when the target has one and the bench makes one (``draft_vocab`` > 0), else ``FAMILY``'s
+ON_DEFAULT_FILE = {"auto"}
+
 #: drafters whose heads are trained by the bench
 TRAINED = {"fastmtp", "eagle", "eagle-tree", "medusa"}
 

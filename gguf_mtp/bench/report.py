@@ -176,7 +176,8 @@ def markdown(results: dict) -> str:
         notes.append(f"- {NAMES.get(d, d)}: not measured ({why})")
     parts += ["## Best draft length per drafter (speedup over plain decoding of the same file)", "",
               "The best K is chosen on the even-numbered prompts; the speedup shown is measured on the "
-              "odd-numbered ones (median [IQR] over repeats).", "",
+              "odd-numbered ones (median [IQR] over repeats). Auto runs on the file `gguf-mtp convert` "
+              "gives by default: where the target has an MTP head, the head with its draft vocabulary.", "",
               headline(results), "", *notes, "" if notes else None,
               "## Every run", "",
               "Speedup: against plain decoding of the same file in the same process (llama-cpp-python's "

@@ -8,7 +8,7 @@ import platform
 import time
 from pathlib import Path
 
-from .config import FAMILY, FIXED_DRAFT, NEEDS_MTP, SOURCE, TRAINED, BenchConfig
+from .config import FAMILY, FIXED_DRAFT, NEEDS_MTP, ON_DEFAULT_FILE, SOURCE, TRAINED, BenchConfig
 from .measure import Run, measure_file, measure_lcp_ngram, measure_upstream
 from .stats import spread
 from .variants import Workspace
@@ -47,7 +47,8 @@ def plan(cfg: BenchConfig, n_nextn: int = 1) -> list[dict]:
                 continue
             ks = [FIXED_DRAFT[d]] if d in FIXED_DRAFT else list(cfg.drafts)
             tree = "default" if d == "medusa" else None
-            by_family.setdefault(FAMILY[d], []).extend(Run(d, RUNTIME_DRAFTER[d], k, tree) for k in ks)
+            fam = "mtp" if d in ON_DEFAULT_FILE and n_nextn and cfg.draft_vocab > 0 else FAMILY[d]
+            by_family.setdefault(fam, []).extend(Run(d, RUNTIME_DRAFTER[d], k, tree) for k in ks)
         if "base" not in by_family and ({"lcp-ngram", "upstream"} & set(cfg.drafters) or "none" in cfg.drafters):
             by_family["base"] = []
         for family, runs in by_family.items():

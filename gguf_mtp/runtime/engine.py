@@ -54,7 +54,7 @@ class RuntimeOptions:
     verbose: bool = False
 
 
-#: batch row indices 0..n for the hidden-row copy (a slice of it is contiguous)
+#: batch row indices 0..63 for the verify loop's hidden-row copies (their address: no index array per pass)
 _ROWS = np.arange(64, dtype=np.int32)
 _ROWS_P = _ROWS.ctypes.data
 _F32 = np.dtype(np.float32)
@@ -421,14 +421,13 @@ class Engine:
 
     def target_hidden_rows(self, rows) -> np.ndarray:
         """The NextN hidden states of the given batch rows of the last target decode (a copy, one call)."""
-        if type(rows) is range and rows.step == 1 and rows.stop <= len(_ROWS):
-            idx = _ROWS[rows.start:rows.stop]          # the verify loop's case: no index array per pass
-        else:
-            idx = np.asarray(list(rows), dtype=np.int32)
+        return self._hidden_rows(self.ctx, rows, "target")
+
+    def _hidden_rows(self, ctx, rows, what: str) -> np.ndarray:
+        idx = np.asarray(list(rows), dtype=np.int32)
         out = np.empty((len(idx), self.n_embd), dtype=np.float32)
-        if len(idx) and not self.P.llama_mtp_copy_embeddings_nextn(self.ctx, idx.ctypes.data, len(idx),
-                                                                    out.ctypes.data):
-            raise RuntimeErrorLlama(f"no target hidden state for batch rows {idx.tolist()}")
+        if len(idx) and not self.P.llama_mtp_copy_embeddings_nextn(ctx, idx.ctypes.data, len(idx), out.ctypes.data):
+            raise RuntimeErrorLlama(f"no {what} hidden state for batch rows {idx.tolist()}")
         return out
 
     def target_hidden_ring(self, first: int, n: int) -> np.ndarray:
@@ -440,11 +439,7 @@ class Engine:
 
     def _hidden_ring(self, ctx, first: int, n: int, what: str) -> np.ndarray:
         if first + n > len(_ROWS):
-            rows = np.arange(first, first + n, dtype=np.int32)
-            out = np.empty((n, self.n_embd), dtype=np.float32)
-            if not self.P.llama_mtp_copy_embeddings_nextn(ctx, rows.ctypes.data, n, out.ctypes.data):
-                raise RuntimeErrorLlama(f"no {what} hidden state for batch rows {first}..{first + n - 1}")
-            return out
+            return self._hidden_rows(ctx, range(first, first + n), what)
         at = self._ring_at if self._ring_at + n <= HIDDEN_RING_ROWS else 0
         if not self.P.llama_mtp_copy_embeddings_nextn(ctx, _ROWS_P + 4 * first, n,
                                                       self._ring_p + 4 * self.n_embd * at):
@@ -543,11 +538,8 @@ class Engine:
         return int(self.draft_vocab[int(self._row_view(self.mtp_ctx, i, "MTP", len(self.draft_vocab)).argmax())])
 
     def mtp_hidden(self, i: int) -> np.ndarray:
-        out = np.empty(self.n_embd, dtype=np.float32)
-        row = np.asarray([i], dtype=np.int32)
-        if not self.P.llama_mtp_copy_embeddings_nextn(self.mtp_ctx, row.ctypes.data, 1, out.ctypes.data):
-            raise RuntimeErrorLlama(f"no MTP hidden state for batch row {i}")
-        return out
+        """The MTP head's output hidden state of batch row ``i`` (a copy)."""
+        return self._hidden_rows(self.mtp_ctx, (i,), "MTP")[0]
 
     def mtp_hidden_ring(self, i: int) -> np.ndarray:
         """:meth:`mtp_hidden` of batch row ``i`` as a (1, n_embd) view into the engine's ring of

@@ -167,10 +167,17 @@ def test_failure_while_writing_leaves_no_file(factory, tmp_path, monkeypatch):
 def test_cli_convert_and_inspect(factory, tmp_path):
     runner = CliRunner()
     out = tmp_path / "m.gguf"
-    r = runner.invoke(main, ["convert", str(factory.checkpoint()), str(out), "--outtype", "f16",
-                             "--head-type", "f32"])
+    # by default the MTP head drafts over a compressed vocabulary (a byte-level BPE one, larger
+    # than twice 16,384 tokens: the fixture's Qwen3.5 tokenizer); --draft-vocab 0 keeps the full head
+    r = runner.invoke(main, ["convert", str(factory.checkpoint()), str(tmp_path / "cv.gguf"), "--outtype", "f16"])
     assert r.exit_code == 0, r.output
-    assert "1 MTP layer(s)" in r.output
+    assert "draft vocabulary of 16384 tokens" in r.output
+    r = runner.invoke(main, ["inspect", str(tmp_path / "cv.gguf")])
+    assert "nextn.draft_head" in r.output, r.output
+    r = runner.invoke(main, ["convert", str(factory.checkpoint()), str(out), "--outtype", "f16",
+                             "--head-type", "f32", "--draft-vocab", "0"])
+    assert r.exit_code == 0, r.output
+    assert "1 MTP layer(s)" in r.output and "draft vocabulary" not in r.output
     r = runner.invoke(main, ["inspect", str(out)])
     assert r.exit_code == 0, r.output
     assert "head 0: mtp (blk.4), 15 tensors" in r.output
