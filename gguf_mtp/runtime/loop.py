@@ -168,8 +168,8 @@ def _reusable(eng: Engine, prompt: list[int], want_hidden: bool) -> tuple[int, n
 def _prefill(eng: Engine, prompt: list[int], want_hidden: bool, first: int = 0, snapshot: bool = False,
              ) -> tuple[np.ndarray, np.ndarray | None, tuple[bytes, int] | None]:
     """Target over ``prompt[first:]`` (the cache holds the rest) in chunks that
-    start at multiples of :data:`PREFILL_CHUNK`; returns the last logits (copy),
-    if asked the NextN hidden states of those positions, and with ``snapshot``
+    start at multiples of :data:`PREFILL_CHUNK`; returns the last logits (copy; None
+    after greedy passes: read the winner), if asked the NextN hidden states of those positions, and with ``snapshot``
     the target state saved at the last chunk boundary (recurrent models)."""
     n_batch = _chunk_size(eng)
     hidden = [] if want_hidden else None
