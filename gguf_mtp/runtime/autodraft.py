@@ -76,11 +76,8 @@ def measure_cost_model(eng, n_max: int = 9, repeats: int = 5, context: int = 64)
     The passes are greedy passes (argmax in the graph, see ``Engine.greedy_target``),
     as greedy decoding runs them. The curve is made non-decreasing: the default
     model at f16 once measured c(2) = 0.96, and auto then took a second row for free."""
-    eng.greedy_target = eng.greedy_mtp = True
-    try:
+    with eng.greedy_passes():
         return _measure(eng, n_max, repeats, context)
-    finally:
-        eng.greedy_target = eng.greedy_mtp = False
 
 
 def _measure(eng, n_max: int, repeats: int, context: int) -> CostModel:
@@ -132,25 +129,18 @@ def _measure(eng, n_max: int, repeats: int, context: int) -> CostModel:
 
 def _one_token_s(eng, repeats: int = 5, context: int = 16) -> float:
     """The median time of a 1-token (greedy) target pass now (leaves the cache cleared)."""
-    eng.greedy_target = True
-    try:
-        return _one_token(eng, repeats, context)
-    finally:
-        eng.greedy_target = False
-
-
-def _one_token(eng, repeats: int, context: int) -> float:
-    eng.clear()
     prefix = [int(t) % eng.n_vocab for t in range(1, context + 1)]
-    eng.target_decode(prefix, 0, [False] * (context - 1) + [True], prefill=True)
 
     def run():
         eng.target_decode(prefix[:1], context, [True])
         eng.target_truncate(context)
 
-    run()
-    t = _median_time(run, repeats)
-    eng.clear()
+    with eng.greedy_passes(mtp=False):
+        eng.clear()
+        eng.target_decode(prefix, 0, [False] * (context - 1) + [True], prefill=True)
+        run()
+        t = _median_time(run, repeats)
+        eng.clear()
     return t
 
 

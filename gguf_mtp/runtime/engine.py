@@ -7,6 +7,7 @@ the decoding loop lives in :mod:`gguf_mtp.runtime.loop`, the drafters in :mod:`g
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import time
@@ -338,6 +339,17 @@ class Engine:
         buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
         return self.L.llama_state_seq_set_data(self.ctx, buf, len(data), 0) == len(data)
 
+    @contextlib.contextmanager
+    def greedy_passes(self, target: bool = True, mtp: bool = True):
+        """Run the target's (and the MTP context's) passes inside the block as greedy
+        passes (:attr:`greedy_target`, :attr:`greedy_mtp`); the previous modes come back after."""
+        before = self.greedy_target, self.greedy_mtp
+        self.greedy_target, self.greedy_mtp = target, mtp
+        try:
+            yield self
+        finally:
+            self.greedy_target, self.greedy_mtp = before
+
     def _run(self, ctx, batch: _Batch, what: str, greedy: bool = False) -> None:
         if not batch.ptr:
             raise RuntimeErrorLlama("engine is closed")
@@ -371,12 +383,6 @@ class Engine:
         if not self.P.llama_get_argmax_rows(ctx, first, n, self._amax_p):
             raise RuntimeErrorLlama(f"no {what} argmax for batch rows {first}..{first + n - 1}")
         return self._amax[:n]
-
-    def _hidden(self, ctx, i: int, what: str) -> np.ndarray:
-        ptr = self.P.llama_mtp_get_embeddings_nextn_ith(ctx, i)
-        if not ptr:
-            raise RuntimeErrorLlama(f"no {what} hidden state for batch row {i}")
-        return np.ctypeslib.as_array(ptr, shape=(self.n_embd,))
 
     def _truncate(self, mem, pos: int, what: str) -> None:
         if not self.L.llama_memory_seq_rm(mem, 0, pos, -1):

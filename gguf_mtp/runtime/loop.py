@@ -242,11 +242,8 @@ def decode(eng: Engine, prompt: list[int], max_tokens: int, *, drafter: str | Dr
     # greedy generations run greedy passes: the graph picks each row's winner, the logits stay
     # on the backend (patch 0012); the engine is back to logits passes when the generation ends
     greedy = params.greedy and params.repeat_penalty == 1.0
-    eng.greedy_target, eng.greedy_mtp = greedy, greedy and dr.argmax_drafts
-    try:
+    with eng.greedy_passes(greedy, greedy and dr.argmax_drafts):
         yield from _decode(eng, prompt, max_tokens, dr, auto, k_fixed, params, sampler, st, reuse)
-    finally:
-        eng.greedy_target = eng.greedy_mtp = False
 
 
 def _decode(eng: Engine, prompt: list[int], max_tokens: int, dr: Drafter, auto: AutoDraft | None, k_fixed: int,
