@@ -39,7 +39,9 @@ def distill_data():
     """Self-distillation data. 'distill-data TARGET --out DIR' (the run
     command) records the target's own answers; 'distill-data TARGET --out
     PART_i --shard i/n' on n processes or machines splits the work, and
-    'distill-data merge OUT PART_0 ... PART_n-1' joins the parts."""
+    'distill-data merge OUT PART_0 ... PART_n-1' joins the parts.
+    'distill-data text TARGET --out DIR' has the target read local text
+    instead (one batched pass per window, ~12x faster per token)."""
 
 
 @distill_data.command("run")
@@ -88,6 +90,39 @@ def distill_run(target, prompts, out, max_tokens, temp, top_p, top_k, seed, topk
                + (f"; part {part[0]}/{part[1]}: merge the parts with 'gguf-mtp distill-data merge'" if part else ""))
 
 
+@distill_data.command("text")
+@click.argument("target", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str), help="Output directory.")
+@click.option("--windows", type=int, default=4000, show_default=True,
+              help="Windows of text to record (~250 tokens each).")
+@click.option("--window", type=int, default=256, show_default=True, help="Tokens per window, BOS included.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Which documents, and where in them.")
+@click.option("-k", "--topk-logits", type=int, default=32, show_default=True, help="Target logits kept per position.")
+@click.option("--shard-size", type=int, default=64, show_default=True, help="Windows per shard.")
+@click.option("--hidden-dtype", type=click.Choice(["f16", "f32"]), default="f16", show_default=True)
+@click.option("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def distill_text_cmd(target, out, windows, window, seed, topk_logits, shard_size, hidden_dtype, threads, quiet):
+    """Teacher-forced data: TARGET reads windows of the text already on this
+    machine (the Python standard library and packages, the Linux man-pages, the
+    C headers: gguf_mtp.train.corpus) and records, per position, the hidden
+    state and its own top-k logits. Training learns the target's winner at each
+    position, not the text's next token. Mix it with 'distill-data run' data:
+    'finetune RUN_DIR TARGET --data TEXT_DIR'. Rerunning with the same --out resumes."""
+    from ..runtime.engine import RuntimeErrorLlama
+    from ..train.distill_text import TextDistillConfig, distill_text
+
+    cfg = TextDistillConfig(target=target, out=out, n_windows=windows, window=window, seed=seed,
+                            topk_logits=topk_logits, shard_size=shard_size, hidden_dtype=hidden_dtype,
+                            n_threads=threads, progress=not quiet)
+    try:
+        r = distill_text(cfg)
+    except (ValueError, OSError, RuntimeErrorLlama) as e:
+        raise click.ClickException(str(e))
+    click.echo(f"{r.out}: {r.n_sequences} windows, {r.n_tokens} tokens "
+               f"({len(r.shards)} shard(s) written, {r.skipped_shards} already there)")
+
+
 @distill_data.command("merge")
 @click.argument("out", type=click.Path(file_okay=False, path_type=str))
 @click.argument("parts", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=str))
@@ -111,6 +146,8 @@ def distill_merge(out, parts):
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=str))
 @click.argument("target", type=click.Path(exists=True, dir_okay=False, path_type=str))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str), help="Heads directory.")
+@click.option("--data", "more_data", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=str),
+              help="Another data directory to train on as well (repeatable), e.g. 'distill-data text' output.")
 @click.option("--method", type=click.Choice(["fastmtp", "mtp-d", "eagle", "medusa"]), default="fastmtp",
               show_default=True,
               help="fastmtp: shared layer over K recursive steps, CE; mtp-d: plus KL(target || head) on top-k "
@@ -140,7 +177,7 @@ def distill_merge(out, parts):
 @click.option("--cpu", is_flag=True, help="Train on the CPU even if a GPU is there.")
 @click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default="no", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def finetune_cmd(data, target, out, method, feature_weight, steps, n_predict, beta, kl_weight, batch_size, seq_len, lr, warmup,
+def finetune_cmd(data, target, out, more_data, method, feature_weight, steps, n_predict, beta, kl_weight, batch_size, seq_len, lr, warmup,
                  weight_decay, response_only, train_vocab, save_every, seed, no_resume, cpu, mixed_precision, quiet):
     """Fine-tune TARGET's MTP heads on DATA (from distill-data) with FastMTP,
     MTP-D or as an EAGLE drafter (--method eagle: plus regression of its
@@ -154,7 +191,7 @@ def finetune_cmd(data, target, out, method, feature_weight, steps, n_predict, be
     from ..train.finetune import FinetuneConfig, finetune
 
     try:
-        cfg = FinetuneConfig(data=data, target=target, out=out, method=method, feature_weight=feature_weight,
+        cfg = FinetuneConfig(data=[data, *more_data] if more_data else data, target=target, out=out, method=method, feature_weight=feature_weight,
                              steps=steps, n_predict=n_predict,
                              beta=beta, kl_weight=kl_weight, batch_size=batch_size, seq_len=seq_len, lr=lr,
                              warmup_steps=warmup, weight_decay=weight_decay, response_only=response_only,
@@ -249,10 +286,14 @@ def compress_vocab_cmd(target, data, out, size, responses_only, quiet):
               help="OUT's head drafts over the N most frequent distilled tokens (compress-vocab: a draft step "
                    "computes N logits, not the whole vocabulary; verification, hence the output, is unchanged); "
                    "0 = the full head. With --work the full-head file is kept there as retrofit-full.gguf.")
+@click.option("--text-windows", type=int, default=0, show_default=True,
+              help="Also have TARGET read N windows of this machine's text (distill-data text, ~1,000 tokens/s "
+                   "on a 2-core CPU for a 135M model) and train on both: heads that learn the target, not the "
+                   "prompts. 0 = its answers to the prompts only.")
 @click.option("-t", "--threads", type=int, default=None, help="CPU threads for distilling (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def retrofit_cmd(target, out, steps, prompts, max_prompts, max_tokens, lr, batch_size, seq_len, head_type, work,
-                 train_vocab, draft_vocab, threads, quiet):
+                 train_vocab, draft_vocab, text_windows, threads, quiet):
     """Give a dense llama / qwen2 / qwen3 / gemma3 GGUF without MTP layers a trained
     MTP head, writing OUT. TARGET's trunk is copied unchanged; one MTP block
     is appended (initialised from the trunk's last layer), trained with
@@ -264,8 +305,8 @@ def retrofit_cmd(target, out, steps, prompts, max_prompts, max_tokens, lr, batch
 
     cfg = RetrofitConfig(target=target, out=out, work=work, prompts=prompts, max_prompts=max_prompts,
                          max_tokens=max_tokens, steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len,
-                         head_type=head_type, train_vocab=train_vocab, draft_vocab=draft_vocab, n_threads=threads,
-                         progress=not quiet)
+                         head_type=head_type, train_vocab=train_vocab, draft_vocab=draft_vocab,
+                         text_windows=text_windows, n_threads=threads, progress=not quiet)
     try:
         r = retrofit(cfg)
     except (RetrofitError, HeadsError, StitchError, ValueError, FileNotFoundError) as e:

@@ -1,9 +1,10 @@
-"""Local text for training: Python sources and English prose already on the machine.
+"""Local text for training: Python sources, C headers and English prose already on the machine.
 
 No download: the standard library of the running Python, a fixed list of
 pure-Python packages from its site-packages (all installed by gguf-mtp's own
-dependencies), and the Linux man-pages project's pages (Debian's ``manpages``
-and ``manpages-dev``) rendered to plain text by :func:`man_to_text`.
+dependencies), the Linux man-pages project's pages (Debian's ``manpages``
+and ``manpages-dev``) rendered to plain text by :func:`man_to_text`, and the
+system C headers under ``/usr/include`` (there wherever gcc is).
 
 Every listing is sorted, so the same machine gives the same corpus;
 :func:`describe` records what was found (file counts, package versions, a
@@ -121,6 +122,33 @@ def man_pages_source(root: Path = MAN_ROOT, sections=MAN_SECTIONS) -> Source:
             if len(text) > 200:
                 src.docs.append((f"man{sec}/{path.name[:-3]}", text))
     return src
+
+
+#: system C headers: C declarations, macros and their comments (libc, Linux UAPI, ...)
+C_HEADERS_ROOT = Path("/usr/include")
+
+
+def c_headers_source(root: Path = C_HEADERS_ROOT) -> Source:
+    """``*.h`` under ``root`` (the C library's and the kernel's headers every
+    machine with gcc has), sorted by relative path; generated tables left out."""
+    if not root.is_dir():
+        return Source("c-headers")
+    files = sorted((p for p in root.rglob("*.h") if p.is_file() and p.stat().st_size <= MAX_SOURCE_BYTES),
+                   key=lambda p: p.relative_to(root).as_posix())
+    return Source("c-headers", [(f"include/{p.relative_to(root).as_posix()}", _read(p)) for p in files])
+
+
+#: the teacher-forced distillation mix (:mod:`gguf_mtp.train.distill_text`): the share
+#: of windows each source gives, whatever its size (C headers alone are 100 MB)
+TEXT_MIX: dict[str, float] = {"stdlib": 0.35, "site-packages": 0.15, "man-pages": 0.30, "c-headers": 0.20}
+
+
+def text_mix_sources() -> tuple[list[Source], dict[str, str]]:
+    """The sources of :data:`TEXT_MIX` found on this machine (empty ones dropped)
+    and the site-packages versions."""
+    site, versions = site_packages_source()
+    sources = [stdlib_source(), site, man_pages_source(), c_headers_source()]
+    return [s for s in sources if s.docs], versions
 
 
 def _read(path: Path) -> str:

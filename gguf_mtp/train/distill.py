@@ -74,6 +74,54 @@ class DistillConfig:
         return {k: getattr(self, k) for k in keys}
 
 
+def require_mtp_layers(target: str | Path):
+    """TARGET's header, after checking it has MTP layers: the runtime exports
+    the hidden rows the heads read only while an MTP context is attached."""
+    from ..gguf.constants import Keys, arch_key
+    from ..gguf.inspect import read_header
+
+    header = read_header(target)
+    arch = header.kv.get("general.architecture", "?")
+    if not int(header.kv.get(arch_key(Keys.LLM.NEXTN_PREDICT_LAYERS, arch), 0) or 0):
+        raise ValueError(f"{target}: has no MTP layers; distillation records the hidden states MTP heads "
+                         "read, so give it a file with heads (gguf-mtp retrofit, or graft initial heads first)")
+    return header
+
+
+def open_manifest(out: Path, target: str | Path, identity: dict, expected, header=None) -> tuple[dict, dict]:
+    """The manifest of OUT to continue (a new one if there is none) and its
+    finished shards (file name -> entry). A directory written from another
+    target, format or ``identity`` (the settings that shape the data) is an
+    error. A shard counts as done if its file is there and it holds every
+    sequence it should (``expected(first)`` for the shard starting at sequence
+    ``first``: a last shard written for fewer is redone)."""
+    from ..gguf.inspect import model_fingerprint
+
+    fingerprint = file_fingerprint(target)
+    manifest = read_manifest(out)
+    if manifest is not None:
+        problems = []
+        if manifest.get("format") != FORMAT:
+            problems.append(f"format {manifest.get('format')!r}")
+        if manifest.get("target") != fingerprint:
+            problems.append("a different target GGUF")
+        if manifest.get("settings") != identity:
+            old = manifest.get("settings") or {}
+            diff = sorted(k for k in {*old, *identity} if old.get(k) != identity.get(k))
+            problems.append("different settings (" + ", ".join(
+                f"{k}: {old.get(k)!r} then, {identity.get(k)!r} now" for k in diff) + ")")
+        if problems:
+            raise ValueError(f"{out}: holds data made with " + "; ".join(problems)
+                             + " — use another --out directory")
+    else:
+        manifest = {"format": FORMAT, "target": fingerprint, "settings": identity, "shards": []}
+    manifest["model"] = model_fingerprint(target, header)
+    done = {e["file"]: e for e in manifest["shards"] if (Path(out) / e["file"]).is_file()
+            and e["n_sequences"] == expected(e["first_prompt"])}
+    manifest["shards"] = sorted(done.values(), key=lambda e: e["file"])
+    return manifest, done
+
+
 @dataclass
 class DistillResult:
     out: Path
@@ -197,15 +245,7 @@ def distill(cfg: DistillConfig) -> DistillResult:
         raise ValueError(f"hidden_dtype must be 'f16' or 'f32', got {cfg.hidden_dtype!r}")
     if cfg.topk_logits < 1 or cfg.shard_size < 1 or cfg.max_tokens < 1:
         raise ValueError("topk_logits, shard_size and max_tokens must be >= 1")
-    from ..gguf.constants import Keys, arch_key
-    from ..gguf.inspect import read_header
-    from ..gguf.inspect import model_fingerprint
-
-    header = read_header(cfg.target)
-    arch = header.kv.get("general.architecture", "?")
-    if not int(header.kv.get(arch_key(Keys.LLM.NEXTN_PREDICT_LAYERS, arch), 0) or 0):
-        raise ValueError(f"{cfg.target}: has no MTP layers; distill-data records the hidden states MTP heads "
-                         "read, so give it a file with heads (gguf-mtp retrofit, or graft initial heads first)")
+    header = require_mtp_layers(cfg.target)
     prompts = load_prompts(cfg.prompts)
     # what the prompts were: a rerun with another prompt file must not extend this data
     prompts_sha = hashlib.sha256("\0".join(prompts).encode()).hexdigest()[:32]
@@ -214,38 +254,13 @@ def distill(cfg: DistillConfig) -> DistillResult:
     if not prompts:
         raise ValueError(f"{cfg.prompts}: no prompts")
     out = Path(cfg.out)          # made when the first shard is written: a target that fails to load leaves none
-    fingerprint = file_fingerprint(cfg.target)
     identity = {**cfg.identity(), "prompts_sha256": prompts_sha}
-
-    manifest = read_manifest(out)
-    if manifest is not None:
-        problems = []
-        if manifest.get("format") != FORMAT:
-            problems.append(f"format {manifest.get('format')!r}")
-        if manifest.get("target") != fingerprint:
-            problems.append("a different target GGUF")
-        if manifest.get("settings") != identity:
-            old = manifest.get("settings") or {}
-            diff = sorted(k for k in {*old, *identity} if old.get(k) != identity.get(k))
-            problems.append("different settings (" + ", ".join(
-                f"{k}: {old.get(k)!r} then, {identity.get(k)!r} now" for k in diff) + ")")
-        if problems:
-            raise ValueError(f"{out}: holds data made with " + "; ".join(problems)
-                             + " — use another --out directory")
-    else:
-        manifest = {"format": FORMAT, "target": fingerprint, "settings": identity, "shards": []}
-    manifest["model"] = model_fingerprint(cfg.target, header)
-
     n_shards = -(-len(prompts) // cfg.shard_size)
 
     def expected(s: int) -> int:
         return len(range(s * cfg.shard_size, min(len(prompts), (s + 1) * cfg.shard_size)))
 
-    # a shard counts as done if its file is there and it holds every prompt it
-    # should (a last shard written for fewer prompts is redone)
-    done = {e["file"]: e for e in manifest["shards"] if (out / e["file"]).is_file()
-            and e["n_sequences"] == expected(e["first_prompt"] // cfg.shard_size)}
-    manifest["shards"] = sorted(done.values(), key=lambda e: e["file"])
+    manifest, done = open_manifest(out, cfg.target, identity, lambda first: expected(first // cfg.shard_size), header)
     mine = set(range(n_shards))
     if cfg.part is not None:
         i, n = cfg.part

@@ -64,7 +64,7 @@ METHODS = ("fastmtp", "mtp-d", "eagle", "medusa")
 
 @dataclass
 class FinetuneConfig:
-    data: str                        # directory written by gguf-mtp distill-data
+    data: str | list[str]            # directories written by gguf-mtp distill-data (run or text): one or several
     target: str                      # the target GGUF (heads, embedding, LM head are read from it)
     out: str                         # heads directory
     method: str = "fastmtp"          # "fastmtp" or "mtp-d"
@@ -89,7 +89,13 @@ class FinetuneConfig:
     mixed_precision: str = "no"      # accelerate's: "no", "fp16", "bf16"
     progress: bool = True
 
+    @property
+    def data_dirs(self) -> list[str]:
+        return [self.data] if isinstance(self.data, (str, Path)) else [str(d) for d in self.data]
+
     def __post_init__(self):
+        if not self.data_dirs:
+            raise ValueError("data: give at least one distilled data directory")
         if self.method not in METHODS:
             raise ValueError(f"method {self.method!r}: choose one of {', '.join(METHODS)}")
         if self.n_predict < 1:
@@ -105,31 +111,45 @@ class FinetuneConfig:
 # -- data ---------------------------------------------------------------------
 
 class WindowDataset(torch.utils.data.Dataset):
-    """Windows of ``seq_len`` tokens of the recorded sequences, read lazily
-    from the shards (one open handle per shard, slices only)."""
+    """Windows of ``seq_len`` tokens of the recorded sequences of one or more
+    data directories, read lazily from the shards (one open handle per shard,
+    slices only).
 
-    def __init__(self, data_dir: str | Path, seq_len: int, min_len: int):
+    Each window carries ``labels``: the token that should follow each position,
+    what the heads learn to predict. Data the target generated (``distill-data
+    run``) is its own answer, so the label is the next recorded token. In
+    teacher-forced text (``distill-data text``, manifest ``"source": "text"``)
+    the next token is the corpus's, so the label is the target's winner at the
+    previous position (``topk_indices[p - 1, 0]``)."""
+
+    def __init__(self, data_dirs, seq_len: int, min_len: int):
         from .distill import read_manifest
+        from .distill_text import SOURCE as TEXT
 
-        self.dir = Path(data_dir)
-        manifest = read_manifest(self.dir)
-        if manifest is None:
-            raise FileNotFoundError(f"{self.dir}: no manifest.json (write it with gguf-mtp distill-data)")
-        if not manifest["shards"]:
-            raise ValueError(f"{self.dir}: no finished shards")
-        self.manifest = manifest
+        dirs = [Path(data_dirs)] if isinstance(data_dirs, (str, Path)) else [Path(d) for d in data_dirs]
         self.windows: list[tuple[int, int, int, int]] = []   # shard, lo, hi, response start (abs)
-        self.files = [str(self.dir / e["file"]) for e in manifest["shards"]]
-        for s, f in enumerate(self.files):
-            off, n_prompt = check_shard(f, manifest)
-            for i in range(len(off) - 1):
-                a, b = int(off[i]), int(off[i + 1])
-                for lo in range(a, b, seq_len):
-                    hi = min(b, lo + seq_len)
-                    if hi - lo >= min_len:
-                        self.windows.append((s, lo, hi, a + int(n_prompt[i])))
+        self.files: list[str] = []
+        self.text: list[bool] = []                            # per shard: teacher-forced text
+        for d in dirs:
+            manifest = read_manifest(d)
+            if manifest is None:
+                raise FileNotFoundError(f"{d}: no manifest.json (write it with gguf-mtp distill-data)")
+            if not manifest["shards"]:
+                raise ValueError(f"{d}: no finished shards")
+            for e in manifest["shards"]:
+                f = str(d / e["file"])
+                s = len(self.files)
+                self.files.append(f)
+                self.text.append(manifest.get("source") == TEXT)
+                off, n_prompt = check_shard(f, manifest)
+                for i in range(len(off) - 1):
+                    a, b = int(off[i]), int(off[i + 1])
+                    for lo in range(a, b, seq_len):
+                        hi = min(b, lo + seq_len)
+                        if hi - lo >= min_len:
+                            self.windows.append((s, lo, hi, a + int(n_prompt[i])))
         if not self.windows:
-            raise ValueError(f"{self.dir}: no sequence has {min_len} tokens")
+            raise ValueError(f"{', '.join(map(str, dirs))}: no sequence has {min_len} tokens")
         self.seq_len = seq_len
         self._handles: dict[int, object] = {}
 
@@ -146,9 +166,15 @@ class WindowDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         s, lo, hi, resp = self.windows[i]
         h = self._handle(s)
-        get = lambda name: h.get_slice(name)[lo:hi]
+        get = lambda name: h.get_slice(name)[lo:hi]  # noqa: E731
         pos = np.arange(lo, hi)
-        return {"tokens": get("tokens").astype(np.int64), "hidden": get("hidden").astype(np.float32),
+        tokens = get("tokens").astype(np.int64)
+        if self.text[s]:
+            labels = tokens.copy()      # position lo's label is never used (a window's first target is lo + 2)
+            labels[1:] = h.get_slice("topk_indices")[lo:hi - 1][:, 0]
+        else:
+            labels = tokens
+        return {"tokens": tokens, "labels": labels, "hidden": get("hidden").astype(np.float32),
                 "topk_values": get("topk_values").astype(np.float32),
                 "topk_indices": get("topk_indices").astype(np.int64), "response": pos >= resp}
 
@@ -162,7 +188,7 @@ def collate(items: list[dict], pad_to: int = 0) -> dict[str, torch.Tensor]:
     """Right-pad to the longest window (at least ``pad_to``); ``valid`` marks real rows."""
     n = max(pad_to, max(len(it["tokens"]) for it in items))
     out = {}
-    for key in ("tokens", "hidden", "topk_values", "topk_indices", "response"):
+    for key in ("tokens", "labels", "hidden", "topk_values", "topk_indices", "response"):
         arrs = []
         for it in items:
             a = it[key]
@@ -190,12 +216,15 @@ class EpochSampler(torch.utils.data.Sampler):
         return self.n
 
 
-def train_vocab_ids(data: str | Path, target: str | Path, size: int, n_vocab: int) -> np.ndarray:
-    """The ``size`` most frequent tokens of DATA, TARGET's end-of-generation tokens included."""
+def train_vocab_ids(data, target: str | Path, size: int, n_vocab: int) -> np.ndarray:
+    """The ``size`` most frequent tokens of DATA (one directory or several),
+    TARGET's end-of-generation tokens included."""
     from ..gguf.writer import SourceFile
     from .vocab import _eog_ids, select_draft_vocab, token_counts
 
-    return select_draft_vocab(token_counts(data, n_vocab), min(size, n_vocab), _eog_ids(SourceFile.open(target)))
+    dirs = [data] if isinstance(data, (str, Path)) else list(data)
+    counts = sum(token_counts(d, n_vocab) for d in dirs)
+    return select_draft_vocab(counts, min(size, n_vocab), _eog_ids(SourceFile.open(target)))
 
 
 def lr_lambda(cfg: FinetuneConfig):
@@ -244,7 +273,8 @@ def _finetune(cfg: FinetuneConfig) -> FinetuneResult:
 
     from .distill import check_data_for
 
-    check_data_for(cfg.data, cfg.target)     # before anything is written: data of another model trains nothing
+    for d in cfg.data_dirs:                  # before anything is written: data of another model trains nothing
+        check_data_for(d, cfg.target)
     from accelerate.utils import DistributedDataParallelKwargs
 
     # chained MTP layers (K < H) leave layers without a gradient in a step: DDP must be told
@@ -273,7 +303,7 @@ def _finetune(cfg: FinetuneConfig) -> FinetuneResult:
             if n_vocab is None:
                 n_vocab = next(m.lm_head.weight.shape[0] for m in module.modules()
                                if isinstance(getattr(m, "lm_head", None), torch.nn.Linear))
-            remap = restrict_lm_heads(module, train_vocab_ids(cfg.data, cfg.target, cfg.train_vocab, n_vocab))
+            remap = restrict_lm_heads(module, train_vocab_ids(cfg.data_dirs, cfg.target, cfg.train_vocab, n_vocab))
             loss_fn = functools.partial(mtp_losses, remap=remap)
     params = [p for p in module.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
@@ -281,7 +311,7 @@ def _finetune(cfg: FinetuneConfig) -> FinetuneResult:
 
     import functools
 
-    data = WindowDataset(cfg.data, cfg.seq_len, min_len=min_len)
+    data = WindowDataset(cfg.data_dirs, cfg.seq_len, min_len=min_len)
     sampler = EpochSampler(len(data), cfg.seed)
     # several processes: every step's global batch is the one-process batch of batch_size x processes
     # (accelerate deals consecutive batches to the processes), and the loss means are taken over the

@@ -59,6 +59,7 @@ def mtp_losses(module, batch: dict[str, torch.Tensor], cfg,
     vocabulary; targets are mapped into it and those outside drop out.
     ``count``: see :func:`_denom`."""
     x, h, valid = batch["tokens"], batch["hidden"], batch["valid"]
+    labels = batch.get("labels", x)      # what follows each position (finetune.WindowDataset)
     use = valid & batch["response"] if cfg.response_only else valid
     T = x.shape[1]
     n_layers = len(getattr(module, "module", module).layers)   # DistributedDataParallel wraps it
@@ -73,7 +74,7 @@ def mtp_losses(module, batch: dict[str, torch.Tensor], cfg,
         ids = x[:, k:k + n]
         pos = torch.arange(k, k + n, device=x.device).expand(x.shape[0], n)
         logits, prev = module(ids, prev[:, :n], pos, layer=(k - 1) % n_layers)
-        target = x[:, k + 1:k + 1 + n]
+        target = labels[:, k + 1:k + 1 + n]
         mask = use[:, k + 1:k + 1 + n]
         if remap is not None:
             target = remap.to(target.device)[target]
@@ -111,6 +112,7 @@ def medusa_losses(module, batch: dict[str, torch.Tensor], cfg, count=None) -> tu
     ``count``: see :func:`_denom`."""
     m = getattr(module, "module", module)                 # DistributedDataParallel wraps it
     x, h, valid = batch["tokens"], batch["hidden"], batch["valid"]
+    labels = batch.get("labels", x)      # what follows each position (finetune.WindowDataset)
     use = valid & batch["response"] if cfg.response_only else valid
     T = x.shape[1]
     K = m.n_heads
@@ -122,7 +124,7 @@ def medusa_losses(module, batch: dict[str, torch.Tensor], cfg, count=None) -> tu
         if n <= 0:
             break
         logp = module(h[:, :n], k)
-        target = x[:, k + 2:k + 2 + n]
+        target = labels[:, k + 2:k + 2 + n]
         mask = use[:, k + 2:k + 2 + n]
         nll = -m.token_logp(logp, target.unsqueeze(-1)).squeeze(-1)
         denom = _denom(mask, count)

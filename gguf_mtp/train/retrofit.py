@@ -141,6 +141,10 @@ class RetrofitConfig:
     warmup_steps: int = 20
     n_predict: int = 3
     train_vocab: int = 0              # FastMTP's softmax over the N most frequent data tokens (0: all)
+    #: windows of local text the target reads (distill-data text, stage WORK/text), trained on
+    #: together with its answers to the prompts; 0: the answers only
+    text_windows: int = 0
+    text_window: int = 256
     #: the output drafts over the N most frequent distilled tokens (compress-vocab; 0: the full head).
     #: A draft step is then N logits, not the whole vocabulary: on SmolLM2 (49,152) tau was the same
     #: with 8,192 and the step 25% cheaper; the full-head file stays in WORK as retrofit-full.gguf
@@ -297,9 +301,12 @@ def _identity(cfg: RetrofitConfig) -> dict:
              "warmup_steps": cfg.warmup_steps, "n_predict": cfg.n_predict, "seed": cfg.seed}
     if cfg.train_vocab:
         train["train_vocab"] = cfg.train_vocab
-    return {"target": file_fingerprint(cfg.target), "head_type": cfg.head_type,
-            "data": {"prompts": digest, "max_prompts": cfg.max_prompts, "max_tokens": cfg.max_tokens},
-            "train": train}
+    ident = {"target": file_fingerprint(cfg.target), "head_type": cfg.head_type,
+             "data": {"prompts": digest, "max_prompts": cfg.max_prompts, "max_tokens": cfg.max_tokens},
+             "train": train}
+    if cfg.text_windows:
+        ident["text"] = {"windows": cfg.text_windows, "window": cfg.text_window, "seed": cfg.seed}
+    return ident
 
 
 def _heads_done(heads: Path, want: dict) -> dict | None:
@@ -366,6 +373,9 @@ def retrofit(cfg: RetrofitConfig) -> RetrofitResult:
                 # other data: the data and everything trained on it are stale
                 shutil.rmtree(work / "data", ignore_errors=True)
                 shutil.rmtree(work / "heads", ignore_errors=True)
+            if old.get("text") != ident.get("text"):
+                shutil.rmtree(work / "text", ignore_errors=True)
+                shutil.rmtree(work / "heads", ignore_errors=True)
             elif old.get("train") != ident["train"]:
                 shutil.rmtree(work / "heads", ignore_errors=True)
         tmp = state_path.with_name(state_path.name + ".partial")
@@ -390,6 +400,18 @@ def retrofit(cfg: RetrofitConfig) -> RetrofitResult:
                                   max_tokens=cfg.max_tokens, max_prompts=cfg.max_prompts, seed=cfg.seed,
                                   n_threads=cfg.n_threads, progress=cfg.progress))
 
+        dirs = [str(data)]
+        if cfg.text_windows:
+            from .distill_text import TextDistillConfig, distill_text
+
+            text = work / "text"
+            if (_read_json(text / "manifest.json") or {}).get("complete"):
+                reused.append("text")
+            distill_text(TextDistillConfig(target=str(init), out=str(text), n_windows=cfg.text_windows,
+                                           window=cfg.text_window, seed=cfg.seed, n_threads=cfg.n_threads,
+                                           progress=cfg.progress))
+            dirs.append(str(text))
+
         heads = work / "heads"
         train = ident["train"]
         done = _heads_done(heads, train)
@@ -397,7 +419,7 @@ def retrofit(cfg: RetrofitConfig) -> RetrofitResult:
             reused.append("finetune")
             last = done.get("last_step", {})
         else:
-            r = finetune(FinetuneConfig(data=str(data), target=str(init), out=str(heads), method="fastmtp",
+            r = finetune(FinetuneConfig(data=dirs, target=str(init), out=str(heads), method="fastmtp",
                                         save_every=cfg.save_every, cpu=True, progress=cfg.progress, **train))
             last = r.last
 

@@ -58,12 +58,18 @@ class CompressResult:
 
 
 def token_counts(data_dir: str | Path, n_vocab: int, responses_only: bool = False) -> np.ndarray:
-    """How often each token id occurs in self-distilled data."""
-    from .distill import load_sequences
+    """How often each token id occurs in self-distilled data; in teacher-forced
+    text (``distill-data text``) how often the target picks it, not the text."""
+    from .distill import load_sequences, read_manifest
+    from .distill_text import SOURCE as TEXT
 
+    text = (read_manifest(data_dir) or {}).get("source") == TEXT
     counts = np.zeros(n_vocab, dtype=np.int64)
     for seq in load_sequences(data_dir):
-        toks = seq["tokens"][seq["n_prompt"]:] if responses_only else seq["tokens"]
+        if text:
+            toks = seq["topk_indices"][:, 0]
+        else:
+            toks = seq["tokens"][seq["n_prompt"]:] if responses_only else seq["tokens"]
         counts += np.bincount(np.asarray(toks, dtype=np.int64), minlength=n_vocab)[:n_vocab]
     return counts
 

@@ -158,6 +158,30 @@ def test_retrofit_pipeline(trunk, name, tmp_path):
     assert _lossless(out)
 
 
+def test_retrofit_with_text_windows(trunk, tmp_path):
+    """--text-windows: the target also reads local text (stage text/), the heads
+    train on both; a rerun reuses it, another window count redoes text and heads only."""
+    from gguf_mtp.cli import main
+    from gguf_mtp.train.distill import read_manifest
+
+    target, out, work = trunk("llama_mtp"), tmp_path / "out.gguf", tmp_path / "work"
+    args = ["retrofit", str(target), str(out), "--steps", "2", "--max-prompts", "2", "-n", "12", "--batch-size", "2",
+            "--seq-len", "12", "--work", str(work), "-t", "1", "-q", "--text-windows", "3"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    m = read_manifest(work / "text")
+    assert m["source"] == "text" and m["n_sequences"] == 3 and m["complete"]
+    assert _lossless(out)
+    out.unlink()
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0 and "reused init, distill, text, finetune" in res.output, res.output
+    out.unlink()
+    res = CliRunner().invoke(main, [*args[:-1], "4"])
+    assert res.exit_code == 0, res.output
+    assert "reused init, distill" in res.output and "text" not in res.output.split("reused")[1]
+    assert read_manifest(work / "text")["n_sequences"] == 4
+
+
 def test_retrofit_refuses(trunk, tmp_path):
     from gguf_mtp.cli import main
 
