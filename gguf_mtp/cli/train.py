@@ -169,7 +169,7 @@ def distill_merge(out, parts):
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
 @click.option("--response-only", is_flag=True, help="Loss only on response tokens (not the prompt).")
 @click.option("--train-vocab", type=int, default=0, show_default=True,
-              help="fastmtp: softmax over the N most frequent tokens of DATA only (the draft vocabulary "
+              help="MTP methods: softmax over the N most frequent tokens of DATA only (the draft vocabulary "
                    "'compress-vocab -N' selects); 0 = the whole vocabulary.")
 @click.option("--save-every", type=int, default=100, show_default=True, help="Checkpoint interval in steps.")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -277,9 +277,10 @@ class MTPHeads(nn.Module):
         return [self.mtps[f].layers[j] for f, j in self.route]
 
     def forward(self, input_ids: torch.Tensor, hidden: torch.Tensor, position_ids: torch.Tensor | None = None,
-                layer: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                layer: int = 0, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+        """``kw``: FusedMTP's ``chain``."""
         f, j = self.route[layer]
-        return self.mtps[f](input_ids, hidden, position_ids, layer=j)
+        return self.mtps[f](input_ids, hidden, position_ids, layer=j, **kw)
 
     def mtp_state_dict(self) -> dict[str, torch.Tensor]:
         """The trainable MTP tensors under heads-state names."""

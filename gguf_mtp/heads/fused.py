@@ -30,6 +30,31 @@ def causal_mask(length: int, dtype: torch.dtype, device=None) -> torch.Tensor:
     return mask.masked_fill(blocked, torch.finfo(dtype).min)[None, None]
 
 
+def chain_mask(lengths: list[int], dtype: torch.dtype, device=None) -> torch.Tensor:
+    """Additive mask ``[1, 1, S, S]`` over the blocks of a recursive draft
+    chain laid end to end (block m holds draft step m's rows, ``lengths[m-1]``
+    of them, row i at position m + i; S = their sum). Block 1 is causal. Row i
+    of block m >= 2 sees block 1's rows <= i and row i of blocks 2..m: what the
+    runtime's MTP cache holds when draft step m runs there (the entries the
+    catch-up rows wrote from the target's true hidden states, then this
+    chain's own earlier steps), not the step-m entries of earlier positions
+    that a plain causal mask over step m's rows would show it."""
+    starts = [0]
+    for n in lengths:
+        starts.append(starts[-1] + n)
+    total, n1 = starts[-1], lengths[0]
+    allowed = torch.zeros(total, total, dtype=torch.bool, device=device)
+    first = torch.arange(n1, device=device)
+    allowed[:n1, :n1] = first[:, None] >= first[None]
+    for m in range(1, len(lengths)):
+        rows = torch.arange(lengths[m], device=device)
+        allowed[starts[m] + rows, :n1] = rows[:, None] >= first[None]
+        for mm in range(1, m + 1):
+            allowed[starts[m] + rows, starts[mm] + rows] = True
+    mask = torch.zeros(total, total, dtype=dtype, device=device)
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
+
+
 def eager_config(config, **overrides):
     """A copy of a transformers config with eager attention (explicit float32
     softmax and an explicit mask) and ``overrides`` applied."""
@@ -53,11 +78,15 @@ class FusedMTP(nn.Module):
         self.hidden_first = hidden_first
 
     def forward(self, input_ids: torch.Tensor, hidden: torch.Tensor,
-                position_ids: torch.Tensor | None = None, layer: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                position_ids: torch.Tensor | None = None, layer: int = 0,
+                chain: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Row ``p`` pairs token ``x_p`` with hidden ``h_{p-1}``.
 
         ``input_ids`` ``[B, T]``, ``hidden`` ``[B, T, H]``, ``position_ids``
         ``[B, T]`` (default ``0..T-1``). Returns ``(logits, h_next)``.
+        ``chain``: the rows are the blocks of a recursive draft chain laid end
+        to end, of these lengths (:func:`chain_mask`); only the last block's
+        rows are returned.
         """
         batch, length = input_ids.shape
         if position_ids is None:
@@ -68,10 +97,13 @@ class FusedMTP(nn.Module):
         out = self.layers[layer](
             x,
             position_embeddings=self.rotary_emb(x, position_ids),
-            attention_mask=causal_mask(length, x.dtype, x.device),
+            attention_mask=causal_mask(length, x.dtype, x.device) if chain is None
+            else chain_mask(chain, x.dtype, x.device),
             position_ids=position_ids,
         )
         x = out[0] if isinstance(out, tuple) else out
+        if chain is not None:
+            x = x[:, length - chain[-1]:]
         h_next = self.head_norm(x)
         return self.lm_head(h_next), h_next
 

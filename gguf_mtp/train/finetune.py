@@ -28,7 +28,7 @@ CPU and on several GPUs, ``accelerate launch -m gguf_mtp.train ...``):
     (:mod:`gguf_mtp.heads.medusa_torch`). ``n_predict`` is not used.
 
 The trunk's embedding and LM head are frozen (shared with the trunk); only the
-MTP block trains. ``train_vocab`` N (fastmtp only) trains over a draft
+MTP block trains. ``train_vocab`` N (the MTP methods) trains over a draft
 vocabulary: the N most frequent tokens of the data (end-of-generation tokens
 always in; the selection of ``gguf-mtp compress-vocab``,
 :mod:`gguf_mtp.train.vocab`). The LM head the loss sees is cut to those rows
@@ -81,7 +81,11 @@ class FinetuneConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     response_only: bool = False      # loss only where the predicted token belongs to the response
-    train_vocab: int = 0             # fastmtp: softmax over the N most frequent data tokens only (0: all)
+    #: MTP methods, one shared layer: draft step k's rows attend to the entries the runtime's MTP
+    #: cache holds when step k runs (the target's true states, then the chain's earlier steps;
+    #: heads.fused.chain_mask), not to step k's rows at earlier positions. Costs K(K+1)/2 layer passes.
+    chain_attention: bool = False
+    train_vocab: int = 0             # MTP methods: softmax over the N most frequent data tokens only (0: all)
     save_every: int = 100
     seed: int = 0
     resume: bool = True
@@ -104,8 +108,8 @@ class FinetuneConfig:
             raise ValueError(f"seq_len must be >= n_predict + 2 = {self.n_predict + 2}")
         if self.train_vocab < 0:
             raise ValueError("train_vocab must be >= 0")
-        if self.train_vocab and self.method != "fastmtp":
-            raise ValueError(f"train_vocab is implemented for fastmtp, not {self.method}")
+        if self.train_vocab and self.method == "medusa":
+            raise ValueError("train_vocab is implemented for the MTP methods (fastmtp, mtp-d, eagle), not medusa")
 
 
 # -- data ---------------------------------------------------------------------
@@ -333,7 +337,7 @@ def _finetune(cfg: FinetuneConfig) -> FinetuneResult:
     if ckpt is not None:
         saved = json.loads((ckpt / "trainer_state.json").read_text())
         keys = ("method", "n_predict", "beta", "kl_weight", "feature_weight", "batch_size", "seq_len", "seed",
-                "response_only", "train_vocab")
+                "response_only", "train_vocab", "chain_attention")
         differ = [k for k in keys if saved["config"].get(k, getattr(FinetuneConfig, k, None)) != getattr(cfg, k)]
         if differ:
             raise ValueError(f"{ckpt} was written with different settings ({', '.join(differ)}); "

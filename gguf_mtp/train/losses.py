@@ -67,13 +67,22 @@ def mtp_losses(module, batch: dict[str, torch.Tensor], cfg,
     total = x.new_zeros((), dtype=torch.float32)
     metrics = {"ce": [], "kl": [], "acc": [], "n": []}
     prev = h
+    # chain attention: step k's rows attend to what the runtime's MTP cache holds then
+    # (heads.fused.chain_mask); one shared layer only (every block runs through it)
+    chain = getattr(cfg, "chain_attention", False) and n_layers == 1
+    blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     for k in range(1, cfg.n_predict + 1):
         n = T - k - 1
         if n <= 0:
             break
         ids = x[:, k:k + n]
         pos = torch.arange(k, k + n, device=x.device).expand(x.shape[0], n)
-        logits, prev = module(ids, prev[:, :n], pos, layer=(k - 1) % n_layers)
+        blocks.append((ids, prev[:, :n], pos))
+        if chain and k > 1:
+            logits, prev = module(*(torch.cat(b, 1) for b in zip(*blocks)), layer=0,
+                                  chain=[b[0].shape[1] for b in blocks])
+        else:
+            logits, prev = module(ids, prev[:, :n], pos, layer=(k - 1) % n_layers)
         target = labels[:, k + 1:k + 1 + n]
         mask = use[:, k + 1:k + 1 + n]
         if remap is not None:
@@ -93,9 +102,17 @@ def mtp_losses(module, batch: dict[str, torch.Tensor], cfg,
             metrics.setdefault("feat", []).append(float(feat.detach()))
         if cfg.method in ("mtp-d", "eagle") and cfg.kl_weight > 0:
             tv, ti = batch["topk_values"][:, k:k + n], batch["topk_indices"][:, k:k + n]
+            kl_mask = mask
+            if remap is not None:
+                # the target's top-k renormalised over those inside the draft vocabulary
+                ti = remap.to(ti.device)[ti]
+                inside = ti >= 0
+                kl_mask = mask & inside.any(-1)          # none inside: no KL there (a softmax of nothing)
+                tv = tv.masked_fill(~inside, float("-inf")).masked_fill(~kl_mask.unsqueeze(-1), 0.0)
+                ti = ti.clamp(min=0)
             p = F.softmax(tv, dim=-1)
             kl = (p * (torch.log(p.clamp(min=1e-30)) - logp.gather(-1, ti))).sum(-1)
-            kl = (kl * mask).sum() / denom
+            kl = (kl * kl_mask).sum() / denom
             step_loss = step_loss + cfg.kl_weight * kl
             metrics["kl"].append(float(kl.detach()))
         total = total + alphas[k - 1] * step_loss

@@ -182,6 +182,53 @@ def test_retrofit_with_text_windows(trunk, tmp_path):
     assert read_manifest(work / "text")["n_sequences"] == 4
 
 
+def test_chain_attention_sees_what_the_runtime_cache_holds(trunk, tmp_path):
+    """Step k's rows under chain attention (FinetuneConfig.chain_attention) equal
+    running each chain alone, causally, as the runtime does: the step-1 rows up
+    to the chain's start (catch-up rows and step 1), then steps 2..k at that row."""
+    from gguf_mtp.heads.mtp import load_heads
+    from gguf_mtp.train.finetune import FinetuneConfig
+    from gguf_mtp.train.losses import mtp_losses
+    from gguf_mtp.train.retrofit import initial_block
+
+    init = initial_block(trunk("llama_mtp"), tmp_path / "init.gguf", head_type="f32", progress=False).path
+    module = load_heads(init).module.eval()
+    torch.manual_seed(0)
+    with torch.no_grad():                 # give the zero-initialised branches something to do
+        for p in module.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    T = len(TOKENS)
+    x, h = torch.tensor([TOKENS]), torch.randn(1, T, module.lm_head.in_features)
+    n1, n2, n3 = T - 2, T - 3, T - 4
+    with torch.no_grad():
+        _, p1 = module(x[:, 1:1 + n1], h[:, :n1], torch.arange(1, 1 + n1)[None])
+        _, p2 = module(torch.cat([x[:, 1:1 + n1], x[:, 2:2 + n2]], 1), torch.cat([h[:, :n1], p1[:, :n2]], 1),
+                       torch.cat([torch.arange(1, 1 + n1), torch.arange(2, 2 + n2)])[None], chain=[n1, n2])
+        l3, p3 = module(torch.cat([x[:, 1:1 + n1], x[:, 2:2 + n2], x[:, 3:3 + n3]], 1),
+                        torch.cat([h[:, :n1], p1[:, :n2], p2[:, :n3]], 1),
+                        torch.cat([torch.arange(1, 1 + n1), torch.arange(2, 2 + n2), torch.arange(3, 3 + n3)])[None],
+                        chain=[n1, n2, n3])
+        for i in range(n3):
+            # the chain that starts at step-1 row i, alone: rows 0..i of step 1, then step 2 and 3 at row i
+            ids = torch.cat([x[:, 1:2 + i], x[:, 2 + i:3 + i], x[:, 3 + i:4 + i]], 1)
+            hid = torch.cat([h[:, :i + 1], p1[:, i:i + 1], p2[:, i:i + 1]], 1)
+            pos = torch.arange(1, 4 + i)[None]
+            _, alone = module(ids, hid, pos)
+            torch.testing.assert_close(alone[:, -1], p3[:, i], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(alone[:, -2], p2[:, i], rtol=1e-4, atol=1e-5)
+        # the loss runs the same recursion
+        batch = {"tokens": x, "hidden": h, "valid": torch.ones(1, T, dtype=torch.bool),
+                 "response": torch.ones(1, T, dtype=torch.bool)}
+        cfg = FinetuneConfig(data=".", target=str(init), out=".", n_predict=3, seq_len=8, chain_attention=True)
+        _, m = mtp_losses(module, batch, cfg)
+        want = torch.nn.functional.cross_entropy(l3[0], x[0, 4:4 + n3])
+        assert abs(m["ce"][2] - float(want)) < 1e-4
+        _, plain = mtp_losses(module, batch, FinetuneConfig(data=".", target=str(init), out=".", n_predict=3,
+                                                            seq_len=8))
+        assert plain["ce"][0] == pytest.approx(m["ce"][0]) and plain["ce"][2] != pytest.approx(m["ce"][2])
+
+
 def test_retrofit_refuses(trunk, tmp_path):
     from gguf_mtp.cli import main
 

@@ -206,6 +206,28 @@ def test_finetune_train_vocab_restricts_the_softmax(trunk, tmp_path):
     assert m["n"][0] == int(keep.sum()) < T - 2
     assert abs(m["ce"][0] - float(want)) < 1e-4
 
+    # mtp-d's KL over the training vocabulary: the target's top-k renormalised over the kept
+    # rows; a position whose top-k is all outside has none
+    g = torch.Generator().manual_seed(0)
+    outside = [i for i in range(40) if i not in set(ids.tolist())][:3]
+    pool = torch.tensor(list(ids[:4]) + outside)
+    ti = pool[torch.randint(len(pool), (1, T, 4), generator=g)]
+    ti[0, 3] = torch.tensor(outside + outside[:1])           # position 3: nothing inside
+    tv = torch.randn(1, T, 4, generator=g)
+    kl_cfg = FinetuneConfig(data=".", target=str(init), out=".", n_predict=1, seq_len=8, train_vocab=8,
+                            method="mtp-d")
+    with torch.no_grad():
+        _, m = mtp_losses(module, {**batch, "topk_values": tv, "topk_indices": ti}, kl_cfg, remap=remap)
+    rows = remap[ti[0, 1:T - 1]]
+    total = 0.0
+    for j in range(T - 2):
+        inside = rows[j] >= 0
+        if not keep[j] or not inside.any():
+            continue
+        pj = torch.softmax(tv[0, 1 + j][inside], -1)
+        total += float((pj * (pj.log() - logp[j][rows[j][inside]])).sum())
+    assert np.isfinite(m["kl"][0]) and abs(m["kl"][0] - total / int(keep.sum())) < 1e-4
+
 
 def test_gemma3_270m_initial_block(tmp_path, gemma3_gguf):
     from gguf_mtp.heads.mtp import read_layout
