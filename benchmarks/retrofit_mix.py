@@ -93,6 +93,11 @@ def main():
     ap.add_argument("--seq-len", type=int, default=192)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--train-vocab", type=int, default=8192, help="0: train over the whole vocabulary")
+    ap.add_argument("--text-windows", type=int, default=0,
+                    help="also train on N windows of local text the target reads (distill-data text)")
+    ap.add_argument("--method", choices=("fastmtp", "mtp-d"), default="fastmtp")
+    ap.add_argument("--chain-attention", action="store_true",
+                    help="draft step k attends to what the runtime's MTP cache holds (FinetuneConfig.chain_attention)")
     ap.add_argument("--head-type", default="q8_0")
     ap.add_argument("--sizes", default="8192", help="compressed draft vocabularies to evaluate")
     ap.add_argument("--eval-tokens", type=int, default=96)
@@ -128,10 +133,12 @@ def main():
            "heldout": {k: sum(p["kind"] == k for p in heldout) for k in sorted({p["kind"] for p in heldout})},
            "unseen_kinds": list(UNSEEN_KINDS), "runs": {}}
     t, c = time.time(), cpu_s()
+    # draft_vocab=0: the full head; the draft vocabularies are measured below
     r = retrofit(RetrofitConfig(target=str(target), out=str(work / "retrofit.gguf"), work=str(work / "stages"),
                                 prompts=str(prompts_file), max_prompts=None, max_tokens=a.max_tokens, steps=a.steps,
                                 lr=a.lr, batch_size=a.batch_size, seq_len=a.seq_len, head_type=a.head_type,
-                                train_vocab=a.train_vocab, n_threads=a.threads, draft_vocab=0))  # full head: the draft vocabularies are measured below
+                                train_vocab=a.train_vocab, n_threads=a.threads, draft_vocab=0,
+                                text_windows=a.text_windows, method=a.method, chain_attention=a.chain_attention))
     res["retrofit"] = {"seconds": round(time.time() - t, 1), "cpu_seconds_this_run": round(cpu_s() - c, 1),
                        "reused_stages": r.reused, "sequences": r.n_sequences, "tokens": r.n_tokens, "steps": r.steps,
                        "last_step": r.last}

@@ -171,6 +171,10 @@ def distill_merge(out, parts):
 @click.option("--train-vocab", type=int, default=0, show_default=True,
               help="MTP methods: softmax over the N most frequent tokens of DATA only (the draft vocabulary "
                    "'compress-vocab -N' selects); 0 = the whole vocabulary.")
+@click.option("--chain-attention", is_flag=True,
+              help="MTP methods, one shared layer: draft step k attends to what the runtime's MTP cache holds "
+                   "when it runs (the target's states up to the chain's start, then the chain's own steps), "
+                   "not to step k at earlier positions. K(K+1)/2 layer passes per window instead of K.")
 @click.option("--save-every", type=int, default=100, show_default=True, help="Checkpoint interval in steps.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-resume", is_flag=True, help="Start over even if OUT holds checkpoints.")
@@ -178,7 +182,8 @@ def distill_merge(out, parts):
 @click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default="no", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def finetune_cmd(data, target, out, more_data, method, feature_weight, steps, n_predict, beta, kl_weight, batch_size, seq_len, lr, warmup,
-                 weight_decay, response_only, train_vocab, save_every, seed, no_resume, cpu, mixed_precision, quiet):
+                 weight_decay, response_only, train_vocab, chain_attention, save_every, seed, no_resume, cpu,
+                 mixed_precision, quiet):
     """Fine-tune TARGET's MTP heads on DATA (from distill-data) with FastMTP,
     MTP-D or as an EAGLE drafter (--method eagle: plus regression of its
     predicted feature onto the target's), or its Medusa heads (--method
@@ -195,7 +200,8 @@ def finetune_cmd(data, target, out, more_data, method, feature_weight, steps, n_
                              steps=steps, n_predict=n_predict,
                              beta=beta, kl_weight=kl_weight, batch_size=batch_size, seq_len=seq_len, lr=lr,
                              warmup_steps=warmup, weight_decay=weight_decay, response_only=response_only,
-                             train_vocab=train_vocab, save_every=save_every, seed=seed, resume=not no_resume, cpu=cpu,
+                             train_vocab=train_vocab, chain_attention=chain_attention, save_every=save_every,
+                             seed=seed, resume=not no_resume, cpu=cpu,
                              mixed_precision=mixed_precision, progress=not quiet)
         r = finetune(cfg)
     except (ValueError, FileNotFoundError) as e:

@@ -140,6 +140,10 @@ class RetrofitConfig:
     seq_len: int = 128
     warmup_steps: int = 20
     n_predict: int = 3
+    #: the training loss (gguf_mtp.train.finetune): "fastmtp" (CE) or "mtp-d" (CE + KL to the target's top-k)
+    method: str = "fastmtp"
+    #: draft step k attends to what the runtime's MTP cache holds then (FinetuneConfig.chain_attention)
+    chain_attention: bool = False
     train_vocab: int = 0              # FastMTP's softmax over the N most frequent data tokens (0: all)
     #: windows of local text the target reads (distill-data text, stage WORK/text), trained on
     #: together with its answers to the prompts; 0: the answers only
@@ -298,7 +302,9 @@ def _identity(cfg: RetrofitConfig) -> dict:
     prompts = load_prompts(cfg.prompts or DEFAULT_PROMPTS_DIR)[:cfg.max_prompts]
     digest = hashlib.sha256(json.dumps(prompts).encode()).hexdigest()[:32]
     train = {"steps": cfg.steps, "lr": cfg.lr, "batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
-             "warmup_steps": cfg.warmup_steps, "n_predict": cfg.n_predict, "seed": cfg.seed}
+             "warmup_steps": cfg.warmup_steps, "n_predict": cfg.n_predict, "seed": cfg.seed, "method": cfg.method}
+    if cfg.chain_attention:
+        train["chain_attention"] = True
     if cfg.train_vocab:
         train["train_vocab"] = cfg.train_vocab
     ident = {"target": file_fingerprint(cfg.target), "head_type": cfg.head_type,
@@ -374,7 +380,7 @@ def retrofit(cfg: RetrofitConfig) -> RetrofitResult:
                 shutil.rmtree(work / "data", ignore_errors=True)
                 shutil.rmtree(work / "heads", ignore_errors=True)
             if old.get("text") != ident.get("text"):
-                shutil.rmtree(work / "text", ignore_errors=True)
+                # the text stage checks its own settings (below); the heads trained without it are stale
                 shutil.rmtree(work / "heads", ignore_errors=True)
             elif old.get("train") != ident["train"]:
                 shutil.rmtree(work / "heads", ignore_errors=True)
@@ -405,11 +411,18 @@ def retrofit(cfg: RetrofitConfig) -> RetrofitResult:
             from .distill_text import TextDistillConfig, distill_text
 
             text = work / "text"
-            if (_read_json(text / "manifest.json") or {}).get("complete"):
+            tcfg = TextDistillConfig(target=str(init), out=str(text), n_windows=cfg.text_windows,
+                                     window=cfg.text_window, seed=cfg.seed, n_threads=cfg.n_threads,
+                                     progress=cfg.progress)
+            try:
+                t = distill_text(tcfg)
+            except ValueError as e:
+                if "holds data made with" not in str(e):
+                    raise
+                shutil.rmtree(text)          # recorded with other settings (or from another init.gguf)
+                t = distill_text(tcfg)
+            if not t.shards:
                 reused.append("text")
-            distill_text(TextDistillConfig(target=str(init), out=str(text), n_windows=cfg.text_windows,
-                                           window=cfg.text_window, seed=cfg.seed, n_threads=cfg.n_threads,
-                                           progress=cfg.progress))
             dirs.append(str(text))
 
         heads = work / "heads"
@@ -419,7 +432,7 @@ def retrofit(cfg: RetrofitConfig) -> RetrofitResult:
             reused.append("finetune")
             last = done.get("last_step", {})
         else:
-            r = finetune(FinetuneConfig(data=dirs, target=str(init), out=str(heads), method="fastmtp",
+            r = finetune(FinetuneConfig(data=dirs, target=str(init), out=str(heads),
                                         save_every=cfg.save_every, cpu=True, progress=cfg.progress, **train))
             last = r.last
 
