@@ -73,15 +73,19 @@ class TextDistillConfig:
 
 #: characters of a document read for one window: enough for ``window`` tokens of code or prose
 _CHARS_PER_TOKEN = 6
+#: shorter documents are left out of the plan
+_MIN_CHARS = 200
 
 
 def plan_windows(sources, mix: dict[str, float], n: int, seed: int, window: int) -> list[tuple[str, str]]:
     """``n`` (document path, text) excerpts: each source gives its share of
-    ``mix`` (renormalised over the sources present), documents at random and
-    an excerpt from a random line start of a long one. Deterministic in the
+    ``mix`` (renormalised over the sources present), documents of at least
+    200 characters at random and an excerpt from a random line start of a long one. Deterministic in the
     sources and the seed."""
     rng = random.Random(seed)
-    present = [s for s in sources if s.docs and mix.get(s.name, 0) > 0]
+    # empty files (package __init__.py) and stubs give no window worth a pass
+    docs = {s.name: [d for d in s.docs if len(d[1].strip()) >= _MIN_CHARS] for s in sources}
+    present = [s for s in sources if docs[s.name] and mix.get(s.name, 0) > 0]
     if not present:
         raise ValueError("no local text for the teacher-forced mix (corpus.TEXT_MIX)")
     total = sum(mix[s.name] for s in present)
@@ -90,8 +94,9 @@ def plan_windows(sources, mix: dict[str, float], n: int, seed: int, window: int)
     span = window * _CHARS_PER_TOKEN
     plan = []
     for s, k in zip(present, counts):
+        pool = docs[s.name]
         for _ in range(k):
-            path, text = s.docs[rng.randrange(len(s.docs))]
+            path, text = pool[rng.randrange(len(pool))]
             if len(text) > span:
                 a = text.rfind("\n", 0, rng.randrange(len(text) - span // 2)) + 1
                 text = text[a:a + span]

@@ -15,7 +15,8 @@ from gguf_mtp.train.distill_text import SOURCE, TextDistillConfig, distill_text,
 
 DOCS = [
     Source("stdlib", [("a.py", "def add(a, b):\n    return a + b\n\n\nclass Point:\n    x: int\n    y: int\n" * 6),
-                      ("b.py", "import os\n\nfor name in os.listdir('.'):\n    print(name)\n" * 5)]),
+                      ("b.py", "import os\n\nfor name in os.listdir('.'):\n    print(name)\n" * 5),
+                      ("__init__.py", ""), ("stub.py", "pass\n")]),
     Source("man-pages", [("man2/x", "The read() system call reads up to count bytes from the file descriptor "
                                     "fd into the buffer starting at buf.\n" * 8)]),
 ]
@@ -30,6 +31,7 @@ def _cfg(target, out, **kw):
 def test_plan_follows_the_mix_and_the_seed():
     plan = plan_windows(DOCS, {"stdlib": 0.5, "man-pages": 0.5}, 10, seed=1, window=40)
     assert len(plan) == 10 and sum(p.startswith("man2") for p, _ in plan) == 5
+    assert {p for p, _ in plan} == {"a.py", "b.py", "man2/x"}          # not the empty and the stub file
     assert plan == plan_windows(DOCS, {"stdlib": 0.5, "man-pages": 0.5}, 10, seed=1, window=40)
     assert plan != plan_windows(DOCS, {"stdlib": 0.5, "man-pages": 0.5}, 10, seed=2, window=40)
     with pytest.raises(ValueError, match="no local text"):
