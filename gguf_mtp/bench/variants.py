@@ -46,8 +46,17 @@ class Workspace:
 
     @classmethod
     def for_target(cls, cfg: BenchConfig, target: Path) -> "Workspace":
+        """``--work DIR``: DIR/<target>-<key of its contents>. Every file here derives from the
+        target (quantized copies, draft vocabularies, trained heads), so another target, or
+        the same name with other contents (new heads grafted), gets its own directory: a
+        work directory once named only by its flag served SmolLM2's draft-vocabulary rows
+        from heads two generations old."""
         if cfg.work:
-            root = Path(cfg.work)
+            from ..train.distill import file_fingerprint
+
+            fp = file_fingerprint(target)
+            key = hashlib.sha256(f"{fp['size']}|{fp['sha256_ends']}".encode()).hexdigest()[:12]
+            root = Path(cfg.work) / f"{target.stem}-{key}"
         else:
             from ..upstream import cache_dir
 

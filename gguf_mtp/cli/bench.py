@@ -78,7 +78,7 @@ class _BenchCommand(click.Command):
 @click.option("--output", "output", type=click.Choice(["md", "csv", "json", "jsonl"]), default="md",
               show_default=True, help="What to print: the headline table, or every row as CSV / JSON / JSON lines "
                                       "(results.json, results.md and the plots are written either way).")
-@click.option("--work", default=None, help="Work directory for the built files [default: in the gguf-mtp cache].")
+@click.option("--work", default=None, help="Work directory for the built files, one subdirectory per target file (by its contents) [default: in the gguf-mtp cache].")
 @click.option("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores).")
 @click.option("-ngl", "--n-gpu-layers", type=int, default=None, help="Layers offloaded to a GPU.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")

@@ -122,6 +122,30 @@ def open_manifest(out: Path, target: str | Path, identity: dict, expected, heade
     return manifest, done
 
 
+def write_shard(out: Path, manifest: dict, s: int, first: int, seqs: list[dict], hidden_dtype,
+                n_shards: int, n_items: int) -> str:
+    """Write shard ``s`` (sequences ``first``...), then the manifest that lists it; its name."""
+    name = f"shard-{s:05d}.safetensors"
+    out.mkdir(parents=True, exist_ok=True)
+    n_tok = _save_shard(out / name, seqs, hidden_dtype)
+    manifest["shards"] = [e for e in manifest["shards"] if e["file"] != name]
+    manifest["shards"].append({"file": name, "first_prompt": first, "n_sequences": len(seqs), "n_tokens": n_tok})
+    finish_manifest(out, manifest, n_shards, n_items)
+    return name
+
+
+def finish_manifest(out: Path, manifest: dict, n_shards: int, n_items: int) -> None:
+    """Totals and completeness (every shard 0..n_shards-1 there) of ``manifest``, written to OUT."""
+    manifest["shards"].sort(key=lambda e: e["file"])
+    manifest["n_sequences"] = sum(e["n_sequences"] for e in manifest["shards"])
+    manifest["n_tokens"] = sum(e["n_tokens"] for e in manifest["shards"])
+    manifest["complete"] = {e["file"] for e in manifest["shards"]} >= {f"shard-{i:05d}.safetensors"
+                                                                      for i in range(n_shards)}
+    manifest["n_prompts"] = n_items
+    manifest["n_shards"] = n_shards
+    _write_json(out / MANIFEST, manifest)
+
+
 @dataclass
 class DistillResult:
     out: Path
@@ -298,28 +322,13 @@ def distill(cfg: DistillConfig) -> DistillResult:
                 seqs.append(seq)
                 if bar is not None:
                     bar.update(1)
-            name = f"shard-{s:05d}.safetensors"
-            out.mkdir(parents=True, exist_ok=True)
-            n_tok = _save_shard(out / name, seqs, hidden_dtype)
-            manifest["shards"] = [e for e in manifest["shards"] if e["file"] != name]
-            manifest["shards"].append({"file": name, "first_prompt": s * cfg.shard_size,
-                                       "n_sequences": len(seqs), "n_tokens": n_tok})
-            manifest["shards"].sort(key=lambda e: e["file"])
-            manifest["n_sequences"] = sum(e["n_sequences"] for e in manifest["shards"])
-            manifest["n_tokens"] = sum(e["n_tokens"] for e in manifest["shards"])
-            manifest["complete"] = len(manifest["shards"]) == n_shards
-            manifest["n_prompts"] = len(prompts)
-            manifest["n_shards"] = n_shards
-            _write_json(out / MANIFEST, manifest)
-            written.append(name)
+            written.append(write_shard(out, manifest, s, s * cfg.shard_size, seqs, hidden_dtype, n_shards,
+                                       len(prompts)))
     if bar is not None:
         bar.close()
     if not todo:  # nothing to do: still record completeness
-        manifest["complete"] = {e["file"] for e in manifest["shards"]} >= {f"shard-{i:05d}.safetensors"
-                                                                          for i in range(n_shards)}
-        manifest.update(n_prompts=len(prompts), n_shards=n_shards)
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / MANIFEST, manifest)
+        finish_manifest(out, manifest, n_shards, len(prompts))
     return DistillResult(out, sum(e["n_sequences"] for e in manifest["shards"]),
                          sum(e["n_tokens"] for e in manifest["shards"]), written, skipped)
 

@@ -42,11 +42,11 @@ import numpy as np
 
 from .distill import (
     DistillResult,
-    _save_shard,
     _topk,
-    _write_json,
+    finish_manifest,
     open_manifest,
     require_mtp_layers,
+    write_shard,
 )
 
 #: manifest "source" of teacher-forced data (distill-data's own data has none: "generate")
@@ -163,30 +163,15 @@ def distill_text(cfg: TextDistillConfig, sources=None) -> DistillResult:
                 seqs.append(seq)
                 if bar is not None:
                     bar.update(1)
-            name = f"shard-{s:05d}.safetensors"
-            out.mkdir(parents=True, exist_ok=True)
-            n_tok = _save_shard(out / name, seqs, hidden_dtype)
-            done[name] = {"file": name, "first_prompt": s * cfg.shard_size, "n_sequences": len(seqs),
-                          "n_tokens": n_tok}
-            _finish_manifest(out, manifest, done, n_shards, len(plan))
-            written.append(name)
+            written.append(write_shard(out, manifest, s, s * cfg.shard_size, seqs, hidden_dtype, n_shards,
+                                       len(plan)))
     if bar is not None:
         bar.close()
     if not todo:
         out.mkdir(parents=True, exist_ok=True)
-        _finish_manifest(out, manifest, done, n_shards, len(plan))
-    return DistillResult(out, sum(e["n_sequences"] for e in done.values()),
-                         sum(e["n_tokens"] for e in done.values()), written, n_shards - len(todo))
-
-
-def _finish_manifest(out: Path, manifest: dict, done: dict, n_shards: int, n_windows: int) -> None:
-    manifest["shards"] = [done[f] for f in sorted(done)]
-    manifest["n_sequences"] = sum(e["n_sequences"] for e in manifest["shards"])
-    manifest["n_tokens"] = sum(e["n_tokens"] for e in manifest["shards"])
-    manifest["complete"] = len(manifest["shards"]) == n_shards
-    manifest["n_prompts"] = n_windows
-    manifest["n_shards"] = n_shards
-    _write_json(out / "manifest.json", manifest)
+        finish_manifest(out, manifest, n_shards, len(plan))
+    return DistillResult(out, sum(e["n_sequences"] for e in manifest["shards"]),
+                         sum(e["n_tokens"] for e in manifest["shards"]), written, n_shards - len(todo))
 
 
 __all__ = ["SOURCE", "TextDistillConfig", "distill_text", "plan_windows", "record_window"]

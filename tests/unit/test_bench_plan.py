@@ -77,3 +77,21 @@ def test_plan_for_a_target_without_mtp():
     why = skipped(cfg, n_nextn=0)
     assert why["mtp"] == why["upstream"] == "the target has no MTP layer"
     assert "chains 2" in skipped(BenchConfig(), n_nextn=2)["mtp-tree"]
+
+
+def test_work_directory_is_per_target_contents(tmp_path):
+    """--work DIR: files built from one target are never served for another, nor for the
+    same file name with other contents (heads grafted anew)."""
+    from gguf_mtp.bench.variants import Workspace
+
+    cfg = BenchConfig(work=str(tmp_path / "work"))
+    a = tmp_path / "a" / "model.gguf"
+    b = tmp_path / "b" / "model.gguf"
+    for p, body in ((a, b"one" * 1000), (b, b"two" * 1000)):
+        p.parent.mkdir()
+        p.write_bytes(body)
+    ra, rb = Workspace.for_target(cfg, a).root, Workspace.for_target(cfg, b).root
+    assert ra != rb and ra.parent == rb.parent == tmp_path / "work" and ra.name.startswith("model-")
+    assert Workspace.for_target(cfg, a).root == ra                   # the same contents: the same directory
+    a.write_bytes(b"three" * 1000)
+    assert Workspace.for_target(cfg, a).root != ra
