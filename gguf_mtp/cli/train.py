@@ -196,8 +196,8 @@ def finetune_cmd(data, target, out, more_data, method, feature_weight, steps, n_
     from ..train.finetune import FinetuneConfig, finetune
 
     try:
-        cfg = FinetuneConfig(data=[data, *more_data] if more_data else data, target=target, out=out, method=method, feature_weight=feature_weight,
-                             steps=steps, n_predict=n_predict,
+        cfg = FinetuneConfig(data=[data, *more_data] if more_data else data, target=target, out=out,
+                             method=method, feature_weight=feature_weight, steps=steps, n_predict=n_predict,
                              beta=beta, kl_weight=kl_weight, batch_size=batch_size, seq_len=seq_len, lr=lr,
                              warmup_steps=warmup, weight_decay=weight_decay, response_only=response_only,
                              train_vocab=train_vocab, chain_attention=chain_attention, save_every=save_every,

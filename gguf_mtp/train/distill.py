@@ -223,14 +223,16 @@ def _topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(val, order, axis=-1), np.take_along_axis(idx, order, axis=-1)
 
 
-def record_sequence(eng, tokens: list[int], k: int) -> dict[str, np.ndarray]:
-    """One target pass (in n_batch chunks) over ``tokens``: hidden rows and top-k logits per position."""
+def record_sequence(eng, tokens: list[int], k: int, *, prefill: bool = False) -> dict[str, np.ndarray]:
+    """One target pass (in n_batch chunks) over ``tokens``: hidden rows and top-k logits per position.
+    ``prefill``: the prompt pass's kernels (``distill-data text``); otherwise exact mode, rows as
+    one-token decoding gives them."""
     hidden, vals, idxs = [], [], []
     n_batch = eng.opts.n_batch
     eng.clear()
     for start in range(0, len(tokens), n_batch):
         chunk = tokens[start:start + n_batch]
-        eng.target_decode(chunk, start, [True] * len(chunk))  # exact mode: rows as one-token decoding gives them
+        eng.target_decode(chunk, start, [True] * len(chunk), prefill=prefill)
         hidden.append(eng.target_hidden(len(chunk)).copy())
         logits = np.stack([eng.target_logits(i) for i in range(len(chunk))])
         v, i = _topk(logits, k)

@@ -7,7 +7,7 @@ its 125k tokens took 26 minutes. Heads trained for 900 steps on them reach
 0.90 / 0.85 / 0.82 accuracy at positions 1-3 on their own data, and 0.40 /
 0.11 / 0.06 acceptance on held-out prompts: they learn the data, not the
 target. Reading text is one batched pass per window (~1,000 tokens a second
-on the same machine), so a million tokens of other kinds of text cost 17
+on the same machine), so a million tokens of other kinds of text cost 21
 minutes.
 
 A window is ``window`` tokens of one document of the local corpus
@@ -42,9 +42,9 @@ import numpy as np
 
 from .distill import (
     DistillResult,
-    _topk,
     finish_manifest,
     open_manifest,
+    record_sequence,
     require_mtp_layers,
     write_shard,
 )
@@ -105,17 +105,6 @@ def plan_windows(sources, mix: dict[str, float], n: int, seed: int, window: int)
     return plan
 
 
-def record_window(eng, tokens: list[int], k: int) -> dict[str, np.ndarray]:
-    """One prompt pass over ``tokens`` (a single batch): hidden rows and top-k logits per position."""
-    eng.clear()
-    eng.target_decode(tokens, 0, [True] * len(tokens), prefill=True)
-    hidden = eng.target_hidden(len(tokens)).copy()
-    logits = np.stack([eng.target_logits(i) for i in range(len(tokens))])
-    v, i = _topk(logits, k)
-    return {"tokens": np.asarray(tokens, dtype=np.int32), "hidden": hidden,
-            "topk_values": v.astype(np.float32), "topk_indices": i.astype(np.int32)}
-
-
 def distill_text(cfg: TextDistillConfig, sources=None) -> DistillResult:
     """Record ``cfg.n_windows`` windows of local text (``sources``: a list of
     :class:`gguf_mtp.train.corpus.Source`, default :func:`corpus.text_mix_sources`);
@@ -158,7 +147,7 @@ def distill_text(cfg: TextDistillConfig, sources=None) -> DistillResult:
             seqs = []
             for wi in range(s * cfg.shard_size, min(len(plan), (s + 1) * cfg.shard_size)):
                 toks = (bos + eng.tokenize(plan[wi][1], add_special=False))[:cfg.window]
-                seq = record_window(eng, toks, cfg.topk_logits)
+                seq = record_sequence(eng, toks, cfg.topk_logits, prefill=True)
                 seq.update(n_prompt=0, prompt_index=wi)
                 seqs.append(seq)
                 if bar is not None:
@@ -174,4 +163,4 @@ def distill_text(cfg: TextDistillConfig, sources=None) -> DistillResult:
                          sum(e["n_tokens"] for e in manifest["shards"]), written, n_shards - len(todo))
 
 
-__all__ = ["SOURCE", "TextDistillConfig", "distill_text", "plan_windows", "record_window"]
+__all__ = ["SOURCE", "TextDistillConfig", "distill_text", "plan_windows"]

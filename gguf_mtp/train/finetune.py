@@ -95,7 +95,7 @@ class FinetuneConfig:
 
     @property
     def data_dirs(self) -> list[str]:
-        return [self.data] if isinstance(self.data, (str, Path)) else [str(d) for d in self.data]
+        return data_dirs(self.data)
 
     def __post_init__(self):
         if not self.data_dirs:
@@ -114,6 +114,11 @@ class FinetuneConfig:
 
 # -- data ---------------------------------------------------------------------
 
+def data_dirs(data) -> list[str]:
+    """One data directory or several, as a list."""
+    return [str(data)] if isinstance(data, (str, Path)) else [str(d) for d in data]
+
+
 class WindowDataset(torch.utils.data.Dataset):
     """Windows of ``seq_len`` tokens of the recorded sequences of one or more
     data directories, read lazily from the shards (one open handle per shard,
@@ -126,11 +131,11 @@ class WindowDataset(torch.utils.data.Dataset):
     the next token is the corpus's, so the label is the target's winner at the
     previous position (``topk_indices[p - 1, 0]``)."""
 
-    def __init__(self, data_dirs, seq_len: int, min_len: int):
+    def __init__(self, data, seq_len: int, min_len: int):
         from .distill import read_manifest
         from .distill_text import SOURCE as TEXT
 
-        dirs = [Path(data_dirs)] if isinstance(data_dirs, (str, Path)) else [Path(d) for d in data_dirs]
+        dirs = [Path(d) for d in data_dirs(data)]
         self.windows: list[tuple[int, int, int, int]] = []   # shard, lo, hi, response start (abs)
         self.files: list[str] = []
         self.text: list[bool] = []                            # per shard: teacher-forced text
@@ -170,17 +175,17 @@ class WindowDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         s, lo, hi, resp = self.windows[i]
         h = self._handle(s)
-        get = lambda name: h.get_slice(name)[lo:hi]  # noqa: E731
+        get = lambda name: h.get_slice(name)[lo:hi]
         pos = np.arange(lo, hi)
-        tokens = get("tokens").astype(np.int64)
+        tokens, topk = get("tokens").astype(np.int64), get("topk_indices").astype(np.int64)
         if self.text[s]:
             labels = tokens.copy()      # position lo's label is never used (a window's first target is lo + 2)
-            labels[1:] = h.get_slice("topk_indices")[lo:hi - 1][:, 0]
+            labels[1:] = topk[:-1, 0]
         else:
             labels = tokens
         return {"tokens": tokens, "labels": labels, "hidden": get("hidden").astype(np.float32),
-                "topk_values": get("topk_values").astype(np.float32),
-                "topk_indices": get("topk_indices").astype(np.int64), "response": pos >= resp}
+                "topk_values": get("topk_values").astype(np.float32), "topk_indices": topk,
+                "response": pos >= resp}
 
     def __getstate__(self):  # DataLoader workers open their own handles
         d = dict(self.__dict__)
@@ -226,8 +231,7 @@ def train_vocab_ids(data, target: str | Path, size: int, n_vocab: int) -> np.nda
     from ..gguf.writer import SourceFile
     from .vocab import _eog_ids, select_draft_vocab, token_counts
 
-    dirs = [data] if isinstance(data, (str, Path)) else list(data)
-    counts = sum(token_counts(d, n_vocab) for d in dirs)
+    counts = sum(token_counts(d, n_vocab) for d in data_dirs(data))
     return select_draft_vocab(counts, min(size, n_vocab), _eog_ids(SourceFile.open(target)))
 
 

@@ -69,7 +69,9 @@ def mtp_losses(module, batch: dict[str, torch.Tensor], cfg,
     prev = h
     # chain attention: step k's rows attend to what the runtime's MTP cache holds then
     # (heads.fused.chain_mask); one shared layer only (every block runs through it)
-    chain = getattr(cfg, "chain_attention", False) and n_layers == 1
+    chain = getattr(cfg, "chain_attention", False)
+    if chain and n_layers > 1:
+        raise ValueError(f"chain_attention needs one shared MTP layer; these heads have {n_layers}")
     blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     for k in range(1, cfg.n_predict + 1):
         n = T - k - 1
