@@ -175,6 +175,10 @@ def distill_merge(out, parts):
               help="MTP methods, one shared layer: draft step k attends to what the runtime's MTP cache holds "
                    "when it runs (the target's states up to the chain's start, then the chain's own steps), "
                    "not to step k at earlier positions. K(K+1)/2 layer passes per window instead of K.")
+@click.option("--init-heads", default=None, type=click.Path(exists=True, dir_okay=False, path_type=str),
+              help="MTP methods: start from this GGUF's MTP block (a heads file such as the shipped "
+                   "benchmarks/results/*_heads_*.gguf, or a full file) instead of TARGET's: continue a "
+                   "training with more data or steps.")
 @click.option("--save-every", type=int, default=100, show_default=True, help="Checkpoint interval in steps.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-resume", is_flag=True, help="Start over even if OUT holds checkpoints.")
@@ -182,8 +186,8 @@ def distill_merge(out, parts):
 @click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default="no", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def finetune_cmd(data, target, out, more_data, method, feature_weight, steps, n_predict, beta, kl_weight, batch_size, seq_len, lr, warmup,
-                 weight_decay, response_only, train_vocab, chain_attention, save_every, seed, no_resume, cpu,
-                 mixed_precision, quiet):
+                 weight_decay, response_only, train_vocab, chain_attention, init_heads, save_every, seed, no_resume,
+                 cpu, mixed_precision, quiet):
     """Fine-tune TARGET's MTP heads on DATA (from distill-data) with FastMTP,
     MTP-D or as an EAGLE drafter (--method eagle: plus regression of its
     predicted feature onto the target's), or its Medusa heads (--method
@@ -200,8 +204,8 @@ def finetune_cmd(data, target, out, more_data, method, feature_weight, steps, n_
                              method=method, feature_weight=feature_weight, steps=steps, n_predict=n_predict,
                              beta=beta, kl_weight=kl_weight, batch_size=batch_size, seq_len=seq_len, lr=lr,
                              warmup_steps=warmup, weight_decay=weight_decay, response_only=response_only,
-                             train_vocab=train_vocab, chain_attention=chain_attention, save_every=save_every,
-                             seed=seed, resume=not no_resume, cpu=cpu,
+                             train_vocab=train_vocab, chain_attention=chain_attention, init_heads=init_heads,
+                             save_every=save_every, seed=seed, resume=not no_resume, cpu=cpu,
                              mixed_precision=mixed_precision, progress=not quiet)
         r = finetune(cfg)
     except (ValueError, FileNotFoundError) as e:
@@ -296,10 +300,22 @@ def compress_vocab_cmd(target, data, out, size, responses_only, quiet):
               help="Also have TARGET read N windows of this machine's text (distill-data text, ~1,000 tokens/s "
                    "on a 2-core CPU for a 135M model) and train on both: heads that learn the target, not the "
                    "prompts. 0 = its answers to the prompts only.")
+@click.option("--text-rounds", type=int, default=1, show_default=True,
+              help="Record --text-windows windows this many times, each with its own documents and places "
+                   "(seed, seed + 1, ...): more text without re-recording what a run already has.")
+@click.option("--method", type=click.Choice(["fastmtp", "mtp-d"]), default="fastmtp", show_default=True,
+              help="fastmtp: CE over K recursive steps; mtp-d: plus KL(target || head) on the target's top-k.")
+@click.option("--chain-attention", is_flag=True,
+              help="Draft step k attends to what the runtime's MTP cache holds when it runs (finetune "
+                   "--chain-attention).")
+@click.option("--init-heads", default=None, type=click.Path(exists=True, dir_okay=False, path_type=str),
+              help="Train from this GGUF's MTP block (a heads file, or a retrofitted file) instead of the "
+                   "initial block: continue a training with more text or steps.")
 @click.option("-t", "--threads", type=int, default=None, help="CPU threads for distilling (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def retrofit_cmd(target, out, steps, prompts, max_prompts, max_tokens, lr, batch_size, seq_len, head_type, work,
-                 train_vocab, draft_vocab, text_windows, threads, quiet):
+                 train_vocab, draft_vocab, text_windows, text_rounds, method, chain_attention, init_heads,
+                 threads, quiet):
     """Give a dense llama / qwen2 / qwen3 / gemma3 GGUF without MTP layers a trained
     MTP head, writing OUT. TARGET's trunk is copied unchanged; one MTP block
     is appended (initialised from the trunk's last layer), trained with
@@ -312,7 +328,9 @@ def retrofit_cmd(target, out, steps, prompts, max_prompts, max_tokens, lr, batch
     cfg = RetrofitConfig(target=target, out=out, work=work, prompts=prompts, max_prompts=max_prompts,
                          max_tokens=max_tokens, steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len,
                          head_type=head_type, train_vocab=train_vocab, draft_vocab=draft_vocab,
-                         text_windows=text_windows, n_threads=threads, progress=not quiet)
+                         text_windows=text_windows, text_rounds=text_rounds, method=method,
+                         chain_attention=chain_attention, init_heads=init_heads, n_threads=threads,
+                         progress=not quiet)
     try:
         r = retrofit(cfg)
     except (RetrofitError, HeadsError, StitchError, ValueError, FileNotFoundError) as e:

@@ -196,6 +196,29 @@ def load_heads(gguf_path: str | Path, dtype: torch.dtype = torch.float32) -> Loa
     return LoadedHeads(module, layout, path)
 
 
+def read_state(gguf_path: str | Path, layout: GGUFLayout) -> dict[str, torch.Tensor]:
+    """``layout``'s trainable MTP tensors (heads-directory names, ``mtp.*``) as
+    GGUF_PATH stores them: a full file, or a heads file (the MTP block alone,
+    what ``graft`` takes as HEADS). Its block must sit where ``layout``'s does
+    and hold the same tensors at the same shapes."""
+    view = GGUFView.open(gguf_path)
+    if view.arch != layout.arch:
+        raise HeadsError(f"{gguf_path}: a {view.arch} block, not {layout.arch}")
+    n_heads = int(view.kv("nextn_predict_layers", 0) or 0)
+    n_trunk = int(view.kv("block_count", 0) or 0) - n_heads
+    if (n_trunk, n_heads) != (layout.n_trunk, layout.n_heads):
+        raise HeadsError(f"{gguf_path}: {n_heads} MTP layer(s) after {n_trunk} trunk blocks, the target has "
+                         f"{layout.n_heads} after {layout.n_trunk}")
+    state = {}
+    for r in rules(layout):
+        missing = [g for g in r.gguf if g not in view.tensors]
+        if missing:
+            raise HeadsError(f"{gguf_path}: no MTP tensors {missing}")
+        a = r.load([view.array(g) for g in r.gguf])
+        state[f"mtp.{r.state}"] = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    return state
+
+
 def to_gguf_arrays(layout: GGUFLayout, state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """A heads directory's tensors (``mtp.*``) as the GGUF tensors they are
     stored as (the converter's transforms applied), float32."""
@@ -325,6 +348,7 @@ __all__ = [
     "load_heads",
     "read_heads_dir",
     "read_layout",
+    "read_state",
     "rules",
     "save_heads",
     "write_heads_dir",

@@ -86,6 +86,9 @@ class FinetuneConfig:
     #: heads.fused.chain_mask), not to step k's rows at earlier positions. Costs K(K+1)/2 layer passes.
     chain_attention: bool = False
     train_vocab: int = 0             # MTP methods: softmax over the N most frequent data tokens only (0: all)
+    #: MTP methods: start from the MTP block of this GGUF (a heads file, e.g. a shipped one, or a full
+    #: file with the same block) instead of TARGET's: continue a training on more data or steps
+    init_heads: str | None = None
     save_every: int = 100
     seed: int = 0
     resume: bool = True
@@ -110,6 +113,8 @@ class FinetuneConfig:
             raise ValueError("train_vocab must be >= 0")
         if self.train_vocab and self.method == "medusa":
             raise ValueError("train_vocab is implemented for the MTP methods (fastmtp, mtp-d, eagle), not medusa")
+        if self.init_heads and self.method == "medusa":
+            raise ValueError("init_heads is implemented for the MTP methods (fastmtp, mtp-d, eagle), not medusa")
 
 
 # -- data ---------------------------------------------------------------------
@@ -303,6 +308,13 @@ def _finetune(cfg: FinetuneConfig) -> FinetuneResult:
     else:
         heads = load_heads(cfg.target)
         module = heads.module.train()
+        if cfg.init_heads:
+            from ..heads.mtp import HeadsError, read_state
+
+            if not hasattr(module, "load_mtp_state"):
+                raise HeadsError(f"init_heads: not implemented for {heads.layout.arch} heads")
+            module.load_mtp_state({k.removeprefix("mtp."): v for k, v in read_state(cfg.init_heads,
+                                                                                     heads.layout).items()})
         loss_fn, min_len = mtp_losses, cfg.n_predict + 2
         if cfg.train_vocab:
             import functools

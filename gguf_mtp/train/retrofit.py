@@ -149,6 +149,11 @@ class RetrofitConfig:
     #: together with its answers to the prompts; 0: the answers only
     text_windows: int = 0
     text_window: int = 256
+    #: record ``text_windows`` windows this many times, round r with seed ``seed + r`` (WORK/text, then
+    #: WORK/text-1, ...): more text keeps what is recorded (a larger ``text_windows`` re-records all)
+    text_rounds: int = 1
+    #: train from this GGUF's MTP block (a heads file, or a retrofitted file) instead of the initial block
+    init_heads: str | None = None
     #: the output drafts over the N most frequent distilled tokens (compress-vocab; 0: the full head).
     #: A draft step is then N logits, not the whole vocabulary: on SmolLM2 (49,152) tau was the same
     #: with 8,192 and the step 25% cheaper; the full-head file stays in WORK as retrofit-full.gguf
@@ -307,11 +312,17 @@ def _identity(cfg: RetrofitConfig) -> dict:
         train["chain_attention"] = True
     if cfg.train_vocab:
         train["train_vocab"] = cfg.train_vocab
+    if cfg.init_heads:
+        train["init_heads"] = str(cfg.init_heads)
     ident = {"target": file_fingerprint(cfg.target), "head_type": cfg.head_type,
              "data": {"prompts": digest, "max_prompts": cfg.max_prompts, "max_tokens": cfg.max_tokens},
              "train": train}
+    if cfg.init_heads:
+        ident["init_heads"] = file_fingerprint(cfg.init_heads)      # its contents, not only its path
     if cfg.text_windows:
         ident["text"] = {"windows": cfg.text_windows, "window": cfg.text_window, "seed": cfg.seed}
+        if cfg.text_rounds > 1:
+            ident["text"]["rounds"] = cfg.text_rounds
     return ident
 
 
@@ -359,6 +370,8 @@ def retrofit(cfg: RetrofitConfig) -> RetrofitResult:
 
     src = SourceFile.open(cfg.target)
     _check_target(src)
+    if cfg.text_rounds < 1:
+        raise RetrofitError(f"text_rounds: {cfg.text_rounds}, give 1 or more")
     out = Path(cfg.out)
     if out.resolve() == src.path.resolve():
         raise RetrofitError(f"{out}: write to a new file, not over the target")
@@ -382,7 +395,7 @@ def retrofit(cfg: RetrofitConfig) -> RetrofitResult:
             if old.get("text") != ident.get("text"):
                 # the text stage checks its own settings (below); the heads trained without it are stale
                 shutil.rmtree(work / "heads", ignore_errors=True)
-            elif old.get("train") != ident["train"]:
+            elif old.get("train") != ident["train"] or old.get("init_heads") != ident.get("init_heads"):
                 shutil.rmtree(work / "heads", ignore_errors=True)
         tmp = state_path.with_name(state_path.name + ".partial")
         tmp.write_text(json.dumps(ident, indent=2) + "\n")
@@ -407,12 +420,12 @@ def retrofit(cfg: RetrofitConfig) -> RetrofitResult:
                                   n_threads=cfg.n_threads, progress=cfg.progress))
 
         dirs = [str(data)]
-        if cfg.text_windows:
+        for r in range(cfg.text_rounds if cfg.text_windows else 0):
             from .distill_text import TextDistillConfig, distill_text
 
-            text = work / "text"
+            text = work / ("text" if r == 0 else f"text-{r}")
             tcfg = TextDistillConfig(target=str(init), out=str(text), n_windows=cfg.text_windows,
-                                     window=cfg.text_window, seed=cfg.seed, n_threads=cfg.n_threads,
+                                     window=cfg.text_window, seed=cfg.seed + r, n_threads=cfg.n_threads,
                                      progress=cfg.progress)
             try:
                 t = distill_text(tcfg)
@@ -422,7 +435,7 @@ def retrofit(cfg: RetrofitConfig) -> RetrofitResult:
                 shutil.rmtree(text)          # recorded with other settings (or from another init.gguf)
                 t = distill_text(tcfg)
             if not t.shards:
-                reused.append("text")
+                reused.append("text" if r == 0 else f"text-{r}")
             dirs.append(str(text))
 
         heads = work / "heads"

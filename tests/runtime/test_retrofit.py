@@ -182,6 +182,35 @@ def test_retrofit_with_text_windows(trunk, tmp_path):
     assert read_manifest(work / "text")["n_sequences"] == 4
 
 
+def test_retrofit_continues_from_heads_with_more_text(trunk, tmp_path):
+    """--text-rounds 2 records a second round of text (seed + 1, WORK/text-1) and
+    keeps the first; --init-heads starts training from a finished block: with a
+    learning rate of 0 the trained block is the one it started from."""
+    from gguf_mtp.cli import main
+    from gguf_mtp.heads.mtp import HeadsError, read_layout, read_state
+    from gguf_mtp.train.distill import read_manifest
+
+    target, work = trunk("llama_mtp"), tmp_path / "work"
+    first, second = tmp_path / "first.gguf", tmp_path / "second.gguf"
+    args = ["retrofit", str(target), "--steps", "2", "--max-prompts", "2", "-n", "12", "--batch-size", "2",
+            "--seq-len", "12", "--work", str(work), "-t", "1", "-q", "--text-windows", "2", "--head-type", "f32",
+            "--draft-vocab", "0"]
+    res = CliRunner().invoke(main, [args[0], args[1], str(first), *args[2:]])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, [args[0], args[1], str(second), *args[2:], "--text-rounds", "2",
+                                    "--init-heads", str(first), "--lr", "0"])
+    assert res.exit_code == 0, res.output
+    assert "reused init, distill, text" in res.output and "text-1" not in res.output, res.output
+    m0, m1 = read_manifest(work / "text"), read_manifest(work / "text-1")
+    assert m0["settings"]["seed"] == 0 and m1["settings"]["seed"] == 1 and m1["complete"]
+    layout = read_layout(second)
+    a, b = read_state(first, layout), read_state(second, layout)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _lossless(second)
+    with pytest.raises(HeadsError, match="0 MTP layer"):      # the trunk has no block to start from
+        read_state(target, layout)
+
+
 def test_chain_attention_sees_what_the_runtime_cache_holds(trunk, tmp_path):
     """Step k's rows under chain attention (FinetuneConfig.chain_attention) equal
     running each chain alone, causally, as the runtime does: the step-1 rows up
