@@ -10,7 +10,8 @@ projects the speedup with the tokens per pass published for real MTP heads and
 reached by our own trained heads. Random weights give speed, never acceptance.
 Writes results/projection.json and results/projection.md. The models are cached
 in <gguf-mtp cache>/projection (about 10 GB for the default set; --no-keep
-removes each after measuring).
+removes each after measuring). --reproject measures nothing: it prices the
+rows already in the file again with today's acceptance (after retraining a head).
 """
 
 from __future__ import annotations
@@ -55,11 +56,21 @@ def main() -> int:
     ap.add_argument("--work", default=None, help="model cache (default: <gguf-mtp cache>/projection)")
     ap.add_argument("--no-keep", action="store_true", help="delete each model after measuring it")
     ap.add_argument("--out", default=str(HERE / "results" / "projection.json"))
+    ap.add_argument("--reproject", action="store_true",
+                    help="measure nothing: price the rows of --out again with today's acceptance "
+                         "(after retraining a head)")
     a = ap.parse_args()
     from gguf_mtp.bench import projection
     from gguf_mtp.bench.run import machine as machine_info
 
     acceptance = {**projection.PUBLISHED, **our_heads()}
+    if a.reproject:
+        out = Path(a.out)
+        doc = projection.reproject(json.loads(out.read_text()), acceptance)
+        out.write_text(json.dumps(doc, indent=1) + "\n")
+        out.with_suffix(".md").write_text(projection.markdown(doc))
+        print(projection.markdown(doc))
+        return 0
     t0 = time.time()
     out = Path(a.out)
     command = "python benchmarks/projection.py " + " ".join(sys.argv[1:])

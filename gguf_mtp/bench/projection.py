@@ -294,6 +294,14 @@ def run(acceptance: dict, sizes=("0.6b", "1.7b", "4b"), archs=ARCHS, quants=("q4
     return rows
 
 
+def reproject(doc: dict, acceptance: dict) -> dict:
+    """DOC (a projection.json) with its measured costs kept and every row
+    priced again with ``acceptance``: new heads need no new measurement."""
+    rows = [Row(r["arch"], r["size"], r["quant"], r["measured"], projections(r["measured"], acceptance))
+            for r in doc["rows"]]
+    return to_json(rows, acceptance, doc["meta"])
+
+
 def to_json(rows: list[Row], acceptance: dict, meta: dict) -> dict:
     return {"meta": meta, "acceptance": acceptance, "rows": [asdict(r) for r in rows]}
 
@@ -321,4 +329,4 @@ def markdown(doc: dict) -> str:
 
 
 __all__ = ["PUBLISHED", "ARCHS", "SHAPES", "Row", "build", "head_share", "inflate", "markdown", "measure",
-           "project", "projections", "run", "to_json"]
+           "project", "projections", "reproject", "run", "to_json"]

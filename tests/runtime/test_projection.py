@@ -42,3 +42,7 @@ def test_projection_is_the_bound():
                                               p)], {"x": {"tau": [1.8], "tau_hi": [1.9], "source": "s"}}, {})
     md = projection.markdown(doc)
     assert "1.39–1.46× (K=1)" in md and "| llama | 0.6b | q8_0 |" in md
+    # new heads: the measured costs stay, the price follows the new tau
+    again = projection.reproject(doc, {"x": {"tau": [1.8, 2.4], "source": "s2"}})
+    assert again["rows"][0]["measured"] == doc["rows"][0]["measured"] and again["meta"] == doc["meta"]
+    assert again["rows"][0]["projected"]["x"] == {"k": 2, "speedup": 1.412}
