@@ -64,15 +64,14 @@ def main() -> int:
     from gguf_mtp.bench.run import machine as machine_info
 
     acceptance = {**projection.PUBLISHED, **our_heads()}
+    out = Path(a.out)
     if a.reproject:
-        out = Path(a.out)
         doc = projection.reproject(json.loads(out.read_text()), acceptance)
         out.write_text(json.dumps(doc, indent=1) + "\n")
         out.with_suffix(".md").write_text(projection.markdown(doc))
         print(projection.markdown(doc))
         return 0
     t0 = time.time()
-    out = Path(a.out)
     command = "python benchmarks/projection.py " + " ".join(sys.argv[1:])
     rows = []
     for size in a.sizes.split(","):          # smallest first; the files are rewritten after every size

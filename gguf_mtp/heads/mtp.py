@@ -188,19 +188,24 @@ def load_heads(gguf_path: str | Path, dtype: torch.dtype = torch.float32) -> Loa
     path = Path(gguf_path)
     view = GGUFView.open(path)
     layout = read_layout(view)
+    module = family_for(layout.arch).build(layout, view, _block_state(view, layout)).to(dtype)
+    return LoadedHeads(module, layout, path)
+
+
+def _block_state(view: GGUFView, layout: GGUFLayout) -> dict[str, torch.Tensor]:
+    """``layout``'s trainable MTP tensors in VIEW, float32, under state names."""
     state = {}
     for r in rules(layout):
         a = r.load([view.array(g) for g in r.gguf])
         state[r.state] = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-    module = family_for(layout.arch).build(layout, view, state).to(dtype)
-    return LoadedHeads(module, layout, path)
+    return state
 
 
 def read_state(gguf_path: str | Path, layout: GGUFLayout) -> dict[str, torch.Tensor]:
-    """``layout``'s trainable MTP tensors (heads-directory names, ``mtp.*``) as
-    GGUF_PATH stores them: a full file, or a heads file (the MTP block alone,
-    what ``graft`` takes as HEADS). Its block must sit where ``layout``'s does
-    and hold the same tensors at the same shapes."""
+    """``layout``'s trainable MTP tensors (state names, what ``load_mtp_state``
+    takes) as GGUF_PATH stores them: a full file, or a heads file (the MTP
+    block alone, what ``graft`` takes as HEADS). Its block must sit where
+    ``layout``'s does; the module checks the shapes when it loads them."""
     view = GGUFView.open(gguf_path)
     if view.arch != layout.arch:
         raise HeadsError(f"{gguf_path}: a {view.arch} block, not {layout.arch}")
@@ -209,14 +214,10 @@ def read_state(gguf_path: str | Path, layout: GGUFLayout) -> dict[str, torch.Ten
     if (n_trunk, n_heads) != (layout.n_trunk, layout.n_heads):
         raise HeadsError(f"{gguf_path}: {n_heads} MTP layer(s) after {n_trunk} trunk blocks, the target has "
                          f"{layout.n_heads} after {layout.n_trunk}")
-    state = {}
-    for r in rules(layout):
-        missing = [g for g in r.gguf if g not in view.tensors]
-        if missing:
-            raise HeadsError(f"{gguf_path}: no MTP tensors {missing}")
-        a = r.load([view.array(g) for g in r.gguf])
-        state[f"mtp.{r.state}"] = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-    return state
+    missing = sorted({g for r in rules(layout) for g in r.gguf if g not in view.tensors})
+    if missing:
+        raise HeadsError(f"{gguf_path}: no MTP tensors {missing}")
+    return _block_state(view, layout)
 
 
 def to_gguf_arrays(layout: GGUFLayout, state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

@@ -180,7 +180,7 @@ class WindowDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         s, lo, hi, resp = self.windows[i]
         h = self._handle(s)
-        get = lambda name: h.get_slice(name)[lo:hi]
+        get = lambda name: h.get_slice(name)[lo:hi]  # noqa: E731
         pos = np.arange(lo, hi)
         tokens, topk = get("tokens").astype(np.int64), get("topk_indices").astype(np.int64)
         if self.text[s]:
@@ -313,8 +313,7 @@ def _finetune(cfg: FinetuneConfig) -> FinetuneResult:
 
             if not hasattr(module, "load_mtp_state"):
                 raise HeadsError(f"init_heads: not implemented for {heads.layout.arch} heads")
-            module.load_mtp_state({k.removeprefix("mtp."): v for k, v in read_state(cfg.init_heads,
-                                                                                     heads.layout).items()})
+            module.load_mtp_state(read_state(cfg.init_heads, heads.layout))
         loss_fn, min_len = mtp_losses, cfg.n_predict + 2
         if cfg.train_vocab:
             import functools
