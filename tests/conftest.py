@@ -6,11 +6,35 @@ suite runs on. Tiers: ``tests/unit`` (pure Python, seconds, no runtime),
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
+
+#: what the session fixtures (tests/runtime/conftest.py) make directly under the
+#: base temporary directory: kept for the whole run (mktemp adds a number: models0)
+SESSION_DIRS = ("models", "default", "medusa-trained")
 
 
 @pytest.fixture(autouse=True)
 def _threads(monkeypatch):
     # the tests run on small machines: keep llama.cpp from oversubscribing
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_tmp(request, tmp_path_factory):
+    """Delete what a module's own fixtures wrote under the base temporary
+    directory once the module is done, unless one of its tests failed. A whole
+    run writes 8 GB and more (converted models, distilled data, retrofit work
+    directories); kept to the end, it filled CI's disk a third of the way through
+    (No space left on device). Each test's own tmp_path goes when it passes
+    (tmp_path_retention_policy = "failed" in pyproject.toml)."""
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed != failed:
+        return
+    for p in set(base.iterdir()) - before:
+        if p.is_dir() and not p.name.startswith(SESSION_DIRS):
+            shutil.rmtree(p, ignore_errors=True)
