@@ -10,15 +10,21 @@ import shutil
 
 import pytest
 
-#: what the session fixtures (tests/runtime/conftest.py) make directly under the
-#: base temporary directory: kept for the whole run (mktemp adds a number: models0)
-SESSION_DIRS = ("models", "default", "medusa-trained")
+#: the folder under the base temporary directory that session fixtures write in
+#: (``session_tmp``): kept for the whole run, unlike what module fixtures make
+SESSION_DIR = "session"
 
 
 @pytest.fixture(autouse=True)
 def _threads(monkeypatch):
     # the tests run on small machines: keep llama.cpp from oversubscribing
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
+
+
+@pytest.fixture(scope="session")
+def session_tmp(tmp_path_factory):
+    """A folder for files that session-scoped fixtures share across modules."""
+    return tmp_path_factory.mktemp(SESSION_DIR, numbered=False)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -36,5 +42,5 @@ def _module_tmp(request, tmp_path_factory):
     if request.session.testsfailed != failed:
         return
     for p in set(base.iterdir()) - before:
-        if p.is_dir() and not p.name.startswith(SESSION_DIRS):
+        if p.is_dir() and p.name != SESSION_DIR:
             shutil.rmtree(p, ignore_errors=True)

@@ -52,17 +52,19 @@ class _Factory:
 
 
 @pytest.fixture(scope="session")
-def factory(tmp_path_factory) -> _Factory:
-    return _Factory(tmp_path_factory.mktemp("models"))
+def factory(session_tmp) -> _Factory:
+    root = session_tmp / "models"
+    root.mkdir()
+    return _Factory(root)
 
 
 @pytest.fixture(scope="session")
-def default_gguf(tmp_path_factory):
+def default_gguf(session_tmp):
     """The embedded default model (trained, its MTP head accepts), converted."""
     from gguf_mtp.models.default import default_gguf as build
 
     def get(outtype: str = "f32", **kw) -> Path:
-        return build(outtype=outtype, cache=tmp_path_factory.getbasetemp() / "default", **kw)
+        return build(outtype=outtype, cache=session_tmp / "default", **kw)
 
     return get
 
@@ -94,14 +96,15 @@ MEDUSA_HEADS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / 
 
 
 @pytest.fixture(scope="session")
-def trained_medusa_gguf(default_gguf, tmp_path_factory):
+def trained_medusa_gguf(default_gguf, session_tmp):
     """The default model at ``outtype`` with its shipped trained Medusa heads
     (3 heads of one block, q8_0) stitched in: heads that accept, so the tests
     run the accept path."""
     from gguf_mtp.heads.medusa import init_recycled, write_heads
     from gguf_mtp.heads.stitch import stitch
 
-    root = tmp_path_factory.mktemp("medusa-trained")
+    root = session_tmp / "medusa-trained"
+    root.mkdir()
     made: dict[str, Path] = {}
 
     def get(outtype: str = "q8_0") -> Path:
