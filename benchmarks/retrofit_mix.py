@@ -104,6 +104,9 @@ def main():
                     help="draft step k attends to what the runtime's MTP cache holds (FinetuneConfig.chain_attention)")
     ap.add_argument("--head-type", default="q8_0")
     ap.add_argument("--sizes", default="8192", help="compressed draft vocabularies to evaluate")
+    ap.add_argument("--vocab-from-text", action="store_true",
+                    help="pick the draft vocabularies from the recorded text as well as the answers (the default: "
+                         "the answers only, as the recorded results did)")
     ap.add_argument("--eval-tokens", type=int, default=96)
     ap.add_argument("--max-draft", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="runtime and torch threads")
@@ -121,7 +124,8 @@ def main():
     from gguf_mtp.models.fetch import gemma3_path, smollm2_path
     from gguf_mtp.train.prompt_mix import write_mix
     from gguf_mtp.train.retrofit import RetrofitConfig, retrofit
-    from gguf_mtp.train.vocab import compress_vocab
+    from gguf_mtp.gguf.inspect import read_header
+    from gguf_mtp.train.vocab import compress_vocab, token_counts
 
     target = Path(a.target) if a.target else (smollm2_path() if a.model == "smollm2" else gemma3_path())
     if not target.is_file():
@@ -159,8 +163,16 @@ def main():
         res["saved_heads"] = {"path": str(p), "bytes": p.stat().st_size}
 
     files = {"retrofit": r.path}
+    counts = None
+    if a.vocab_from_text:      # the target's picks in every recorded round, with the answers' tokens
+        stages = [work / "stages" / "data"] + sorted((work / "stages").glob("text*"))
+        tokens = read_header(r.path).kv["tokenizer.ggml.tokens"]
+        nv = len(tokens) if isinstance(tokens, list) else int(tokens)
+        counts = sum(token_counts(d, nv) for d in stages)
+        res["vocab_counted_from"] = [d.name for d in stages]
     for n in (int(x) for x in a.sizes.split(",") if x):
-        cv = compress_vocab(r.path, work / "stages" / "data", work / f"retrofit-{n}.gguf", n, progress=False)
+        cv = compress_vocab(r.path, work / "stages" / "data", work / f"retrofit-{n}.gguf", n, progress=False,
+                            counts=counts)
         files[f"retrofit, vocab {n}"] = cv.path
         res.setdefault("coverage", {})[str(n)] = cv.coverage
     for name, path in files.items():
