@@ -124,8 +124,7 @@ def main():
     from gguf_mtp.models.fetch import gemma3_path, smollm2_path
     from gguf_mtp.train.prompt_mix import write_mix
     from gguf_mtp.train.retrofit import RetrofitConfig, retrofit
-    from gguf_mtp.gguf.inspect import read_header
-    from gguf_mtp.train.vocab import compress_vocab, token_counts
+    from gguf_mtp.train.vocab import compress_vocab
 
     target = Path(a.target) if a.target else (smollm2_path() if a.model == "smollm2" else gemma3_path())
     if not target.is_file():
@@ -163,16 +162,12 @@ def main():
         res["saved_heads"] = {"path": str(p), "bytes": p.stat().st_size}
 
     files = {"retrofit": r.path}
-    counts = None
+    counted = [work / "stages" / "data"]
     if a.vocab_from_text:      # the target's picks in every recorded round, with the answers' tokens
-        stages = [work / "stages" / "data"] + sorted((work / "stages").glob("text*"))
-        tokens = read_header(r.path).kv["tokenizer.ggml.tokens"]
-        nv = len(tokens) if isinstance(tokens, list) else int(tokens)
-        counts = sum(token_counts(d, nv) for d in stages)
-        res["vocab_counted_from"] = [d.name for d in stages]
+        counted += sorted((work / "stages").glob("text*"))
+        res["vocab_counted_from"] = [d.name for d in counted]
     for n in (int(x) for x in a.sizes.split(",") if x):
-        cv = compress_vocab(r.path, work / "stages" / "data", work / f"retrofit-{n}.gguf", n, progress=False,
-                            counts=counts)
+        cv = compress_vocab(r.path, counted, work / f"retrofit-{n}.gguf", n, progress=False)
         files[f"retrofit, vocab {n}"] = cv.path
         res.setdefault("coverage", {})[str(n)] = cv.coverage
     for name, path in files.items():

@@ -24,6 +24,7 @@ outside the set).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,12 +144,13 @@ def _head_rows(src: SourceFile, block: int, ids: np.ndarray) -> Tensor:
     return Tensor(f"blk.{block}.nextn.draft_head.weight", (n_embd, len(ids)), head.gtype, data=bytes(data))
 
 
-def compress_vocab(target: str | Path, data_dir: str | Path | None, out: str | Path, size: int, *,
-                   responses_only: bool = False, progress: bool = True,
+def compress_vocab(target: str | Path, data_dir: str | Path | Sequence[str | Path] | None, out: str | Path,
+                   size: int, *, responses_only: bool = False, progress: bool = True,
                    counts: np.ndarray | None = None) -> CompressResult:
     """Write TARGET with a draft vocabulary of ``size`` tokens as OUT: the most
-    frequent tokens of the distilled data in ``data_dir`` (or of ``counts``, a
-    frequency per token id)."""
+    frequent tokens of the distilled data in ``data_dir`` (one directory, or
+    several counted together: answers and recorded text), or of ``counts``, a
+    frequency per token id."""
     from ..heads.medusa import DRAFT_HEAD, block_name
 
     src = SourceFile.open(target)
@@ -174,8 +176,11 @@ def compress_vocab(target: str | Path, data_dir: str | Path | None, out: str | P
     if counts is None:
         from .distill import check_data_for
 
-        check_data_for(data_dir, target)      # data distilled from another model would pick the wrong ids
-        counts = token_counts(data_dir, n_vocab, responses_only)
+        dirs = [data_dir] if isinstance(data_dir, (str, Path)) else list(data_dir)
+        counts = np.zeros(n_vocab, dtype=np.int64)
+        for d in dirs:
+            check_data_for(d, target)      # data distilled from another model would pick the wrong ids
+            counts += token_counts(d, n_vocab, responses_only)
     if counts.sum() == 0:
         raise VocabError(f"{data_dir or 'counts'}: no tokens recorded")
     ids = select_draft_vocab(counts, size, _eog_ids(src))
