@@ -468,12 +468,30 @@ class Engine:
         ~24 us against 8 us in a warm loop: one call for a short chain's rows saves that."""
         if self._greedy.get(self.ctx, False):
             return self._argmax_rows(self.ctx, first, n, "target").tolist()
-        view, r0 = self._row_index(self.ctx, first, "target")
-        base = self._views[self.ctx][0]
-        stride = 4 * self.n_vocab
-        if r0 + n > len(view) or self._logits_ith(self.ctx, first + n - 1) != base + (r0 + n - 1) * stride:
+        rows = self._rows_view(self.ctx, first, n, "target")
+        if rows is None:
             return [self.target_argmax(first + j) for j in range(n)]
-        return view[r0:r0 + n].argmax(axis=1).tolist()
+        return rows.argmax(axis=1).tolist()
+
+    def target_logits_rows(self, first: int, n: int) -> np.ndarray:
+        """Logits of batch rows ``first .. first+n-1`` as one (n, n_vocab) array: a view of
+        llama.cpp's buffer when the rows are consecutive in it (copy to keep), else a copy
+        stacked row by row."""
+        self._check_logits(self.ctx, "target")
+        rows = self._rows_view(self.ctx, first, n, "target")
+        if rows is None:
+            return np.stack([self.target_logits(first + j) for j in range(n)])
+        return rows
+
+    def _rows_view(self, ctx, first: int, n: int, what: str) -> np.ndarray | None:
+        """Rows ``first .. first+n-1`` as one slice of the cached buffer view, or None when
+        llama.cpp did not lay them out consecutively."""
+        view, r0 = self._row_index(ctx, first, what)
+        base = self._views[ctx][0]
+        stride = 4 * self.n_vocab
+        if r0 + n > len(view) or self._logits_ith(ctx, first + n - 1) != base + (r0 + n - 1) * stride:
+            return None
+        return view[r0:r0 + n]
 
     def _row_index(self, ctx, i: int, what: str) -> tuple[np.ndarray, int]:
         """A cached view over the context's whole logits buffer (rebuilt when llama.cpp
