@@ -56,6 +56,7 @@ def test_text_windows_hold_the_targets_own_computation(default_gguf, tmp_path):
             hid = eng.target_hidden(len(toks))
             np.testing.assert_allclose(s["hidden"], hid, rtol=0, atol=1e-5 * float(np.abs(hid).max()))
             logits = np.stack([eng.target_logits(i).copy() for i in range(len(toks))])
+            assert np.array_equal(eng.target_logits_rows(0, len(toks)), logits)   # what distill reads
             assert (s["topk_indices"][:, 0] == logits.argmax(-1)).all()
             np.testing.assert_allclose(s["topk_values"], np.sort(logits, -1)[:, ::-1][:, :8], rtol=1e-6, atol=1e-5)
 
