@@ -37,12 +37,12 @@ def our_heads() -> dict:
             out["our default model head"] = {
                 "tau": taus, "source": "benchmarks/RESULTS.md: the embedded default model's trained MTP head, "
                                        "native MTP at q4_0, K = 1..3 (τ pooled over the bench prompts)"}
-    mix = HERE / "results" / "retrofit_mix_smollm2.json"
+    mix = HERE / "results" / "retrofit_mix_smollm2_round3.json"      # the run that made the shipped heads
     if mix.is_file():
         r = json.loads(mix.read_text())["runs"]["retrofit"]
         taus = [r[f"mtp{k}"]["tau"] for k in (1, 2, 3) if f"mtp{k}" in r]
         out["our SmolLM2 retrofit head"] = {
-            "tau": taus, "source": "benchmarks/results/retrofit_mix_smollm2.json: the shipped SmolLM2-135M "
+            "tau": taus, "source": "benchmarks/results/retrofit_mix_smollm2_round3.json: the shipped SmolLM2-135M "
                                    "retrofit head on held-out prompts, K = 1..3"}
     return out
 
