@@ -54,8 +54,11 @@ def evaluate(path, prompts, n_tokens, threads, max_draft):
             accepted += g.stats.accepted
             produced += g.stats.n_generated - 1
             passes += g.stats.target_passes
-        return {"tau": round(produced / max(1, passes), 3),
-                "acceptance_per_position": [round(x, 3) for x in acceptance_per_position(drafted, accepted, k)]}
+        if not passes:      # every prompt of the kind answered by end-of-text at once (SmolLM2 on Q&A)
+            return {"tau": None, "acceptance_per_position": None, "tokens": 0}
+        return {"tau": round(produced / passes, 3),
+                "acceptance_per_position": [round(x, 3) for x in acceptance_per_position(drafted, accepted, k)],
+                "tokens": produced}
 
     out = {}
     with Engine(path, RuntimeOptions(n_ctx=1024, n_threads=threads)) as eng:
