@@ -100,6 +100,8 @@ def main():
                     help="also train on N windows of local text the target reads (distill-data text)")
     ap.add_argument("--text-rounds", type=int, default=1,
                     help="record --text-windows this many times, seeds 0, 1, ... (RetrofitConfig.text_rounds)")
+    ap.add_argument("--answers-weight", type=int, default=1,
+                    help="sample the answers' windows N times per epoch (RetrofitConfig.answers_weight)")
     ap.add_argument("--init-heads", default=None,
                     help="train from this heads file (e.g. the shipped one) instead of the initial block")
     ap.add_argument("--method", choices=("fastmtp", "mtp-d"), default="fastmtp")
@@ -149,7 +151,7 @@ def main():
                                 lr=a.lr, batch_size=a.batch_size, seq_len=a.seq_len, head_type=a.head_type,
                                 train_vocab=a.train_vocab, n_threads=a.threads, draft_vocab=0,
                                 text_windows=a.text_windows, text_rounds=a.text_rounds, init_heads=a.init_heads,
-                                method=a.method, chain_attention=a.chain_attention))
+                                answers_weight=a.answers_weight, method=a.method, chain_attention=a.chain_attention))
     res["retrofit"] = {"seconds": round(time.time() - t, 1), "cpu_seconds_this_run": round(cpu_s() - c, 1),
                        "reused_stages": r.reused, "sequences": r.n_sequences, "tokens": r.n_tokens, "steps": r.steps,
                        "last_step": r.last}

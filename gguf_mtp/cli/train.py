@@ -303,6 +303,9 @@ def compress_vocab_cmd(target, data, out, size, responses_only, quiet):
 @click.option("--text-rounds", type=int, default=1, show_default=True,
               help="Record --text-windows windows this many times, each with its own documents and places "
                    "(seed, seed + 1, ...): more text without re-recording what a run already has.")
+@click.option("--answers-weight", type=int, default=1, show_default=True,
+              help="Sample the windows of TARGET's answers N times per epoch against the text's once: the "
+                   "answers are what a draft meets at run time, and a small share of the tokens next to text.")
 @click.option("--method", type=click.Choice(["fastmtp", "mtp-d"]), default="fastmtp", show_default=True,
               help="fastmtp: CE over K recursive steps; mtp-d: plus KL(target || head) on the target's top-k.")
 @click.option("--chain-attention", is_flag=True,
@@ -314,8 +317,8 @@ def compress_vocab_cmd(target, data, out, size, responses_only, quiet):
 @click.option("-t", "--threads", type=int, default=None, help="CPU threads for distilling (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def retrofit_cmd(target, out, steps, prompts, max_prompts, max_tokens, lr, batch_size, seq_len, head_type, work,
-                 train_vocab, draft_vocab, text_windows, text_rounds, method, chain_attention, init_heads,
-                 threads, quiet):
+                 train_vocab, draft_vocab, text_windows, text_rounds, answers_weight, method, chain_attention,
+                 init_heads, threads, quiet):
     """Give a dense llama / qwen2 / qwen3 / gemma3 GGUF without MTP layers a trained
     MTP head, writing OUT. TARGET's trunk is copied unchanged; one MTP block
     is appended (initialised from the trunk's last layer), trained with
@@ -328,7 +331,8 @@ def retrofit_cmd(target, out, steps, prompts, max_prompts, max_tokens, lr, batch
     cfg = RetrofitConfig(target=target, out=out, work=work, prompts=prompts, max_prompts=max_prompts,
                          max_tokens=max_tokens, steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len,
                          head_type=head_type, train_vocab=train_vocab, draft_vocab=draft_vocab,
-                         text_windows=text_windows, text_rounds=text_rounds, method=method,
+                         text_windows=text_windows, text_rounds=text_rounds, answers_weight=answers_weight,
+                         method=method,
                          chain_attention=chain_attention, init_heads=init_heads, n_threads=threads,
                          progress=not quiet)
     try:

@@ -180,6 +180,27 @@ def test_retrofit_with_text_windows(trunk, tmp_path):
     assert res.exit_code == 0, res.output
     assert "reused init, distill" in res.output and "text" not in res.output.split("reused")[1]
     assert read_manifest(work / "text")["n_sequences"] == 4
+    # --answers-weight: the same data, the answers listed twice: the heads train again, then are reused
+    for reused in ("reused init, distill, text\n", "reused init, distill, text, finetune"):
+        out.unlink()
+        res = CliRunner().invoke(main, [*args[:-1], "4", "--answers-weight", "2"])
+        assert res.exit_code == 0 and reused in res.output + "\n", res.output
+    assert _lossless(out)
+
+
+def test_window_dataset_weights_a_listed_directory(trunk, tmp_path):
+    """A directory listed twice (RetrofitConfig.answers_weight) gives each of its windows twice."""
+    from gguf_mtp.train.distill import DistillConfig, distill
+    from gguf_mtp.train.finetune import WindowDataset
+    from gguf_mtp.train.prompts import DEFAULT_PROMPTS_DIR
+
+    d = tmp_path / "data"
+    distill(DistillConfig(target=str(trunk("llama_mtp", mtp=True)), prompts=str(DEFAULT_PROMPTS_DIR), out=str(d),
+                          max_tokens=8, max_prompts=2, n_threads=1, progress=False))
+    one, two = WindowDataset(str(d), 8, min_len=5), WindowDataset([str(d), str(d)], 8, min_len=5)
+    assert len(two) == 2 * len(one) > 0
+    for i in range(len(one)):
+        assert all(np.array_equal(one[i][k], two[len(one) + i][k]) for k in one[i])
 
 
 def test_retrofit_continues_from_heads_with_more_text(trunk, tmp_path):
