@@ -332,8 +332,7 @@ def retrofit_cmd(target, out, steps, prompts, max_prompts, max_tokens, lr, batch
                          max_tokens=max_tokens, steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len,
                          head_type=head_type, train_vocab=train_vocab, draft_vocab=draft_vocab,
                          text_windows=text_windows, text_rounds=text_rounds, answers_weight=answers_weight,
-                         method=method,
-                         chain_attention=chain_attention, init_heads=init_heads, n_threads=threads,
+                         method=method, chain_attention=chain_attention, init_heads=init_heads, n_threads=threads,
                          progress=not quiet)
     try:
         r = retrofit(cfg)

@@ -318,13 +318,13 @@ def _identity(cfg: RetrofitConfig) -> dict:
         train["train_vocab"] = cfg.train_vocab
     if cfg.init_heads:
         train["init_heads"] = str(cfg.init_heads)
-    if cfg.answers_weight != 1:
-        train["answers_weight"] = cfg.answers_weight
     ident = {"target": file_fingerprint(cfg.target), "head_type": cfg.head_type,
              "data": {"prompts": digest, "max_prompts": cfg.max_prompts, "max_tokens": cfg.max_tokens},
              "train": train}
     if cfg.init_heads:
         ident["init_heads"] = file_fingerprint(cfg.init_heads)      # its contents, not only its path
+    if cfg.answers_weight != 1:
+        ident["answers_weight"] = cfg.answers_weight                # shapes the data list, not FinetuneConfig
     if cfg.text_windows:
         ident["text"] = {"windows": cfg.text_windows, "window": cfg.text_window, "seed": cfg.seed}
         if cfg.text_rounds > 1:
@@ -403,7 +403,7 @@ def retrofit(cfg: RetrofitConfig) -> RetrofitResult:
             if old.get("text") != ident.get("text"):
                 # the text stage checks its own settings (below); the heads trained without it are stale
                 shutil.rmtree(work / "heads", ignore_errors=True)
-            elif old.get("train") != ident["train"] or old.get("init_heads") != ident.get("init_heads"):
+            elif any(old.get(k) != ident.get(k) for k in ("train", "init_heads", "answers_weight")):
                 shutil.rmtree(work / "heads", ignore_errors=True)
         tmp = state_path.with_name(state_path.name + ".partial")
         tmp.write_text(json.dumps(ident, indent=2) + "\n")
@@ -447,8 +447,7 @@ def retrofit(cfg: RetrofitConfig) -> RetrofitResult:
             dirs.append(str(text))
 
         heads = work / "heads"
-        # answers_weight shapes the data list, not FinetuneConfig; a change of it is caught by the state above
-        train = {k: v for k, v in ident["train"].items() if k != "answers_weight"}
+        train = ident["train"]
         done = _heads_done(heads, train)
         if done is not None:
             reused.append("finetune")
