@@ -17,17 +17,20 @@ differing where exact mode does not:
 
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 import pytest
 
 from gguf_mtp.bench.check import heldout_prompts, run_check
 from gguf_mtp.runtime import Engine, RuntimeOptions, SamplingParams, generate
+from gguf_mtp.runtime.cpu import cpu_flags
 
 K = 7
 
 
-def _row_diff(path, *, exact: bool, repeat: int = 1, max_len: int = 500, **opts) -> float:
-    """Largest |logit| difference between K+1 tokens decoded one at a time and
+def _row_diff(path, *, exact: bool, repeat: int = 1, max_len: int = 500, k: int = K, **opts) -> float:
+    """Largest |logit| difference between k+1 tokens decoded one at a time and
     the same tokens verified in one batch at the same positions."""
     worst = 0.0
     with Engine(path, RuntimeOptions(n_threads=2, exact=exact, load_mtp=False, draft_max=16, **opts)) as eng:
@@ -37,7 +40,7 @@ def _row_diff(path, *, exact: bool, repeat: int = 1, max_len: int = 500, **opts)
             eng.target_decode(toks, 0, [False] * (len(toks) - 1) + [True], prefill=True)
             logits = eng.target_logits(len(toks) - 1).copy()
             seq, rows, pos = [], [], len(toks)
-            for i in range(K + 1):
+            for i in range(k + 1):
                 t = int(np.argmax(logits))
                 seq.append(t)
                 eng.target_decode([t], pos + i, [True])
@@ -45,8 +48,8 @@ def _row_diff(path, *, exact: bool, repeat: int = 1, max_len: int = 500, **opts)
                 rows.append(logits)
             eng.clear()
             eng.target_decode(toks, 0, [False] * (len(toks) - 1) + [True], prefill=True)
-            eng.target_decode(seq, pos, [True] * (K + 1))
-            for i in range(K + 1):
+            eng.target_decode(seq, pos, [True] * (k + 1))
+            for i in range(k + 1):
                 worst = max(worst, float(np.abs(eng.target_logits(i) - rows[i]).max()))
     return worst
 
@@ -62,6 +65,17 @@ def test_k_quant_rows_without_amx_are_bit_identical_only_in_exact_mode(gemma3_gg
     # no extra buffer types: Q4_K / Q6_K weights take ggml's own batch-size-dependent kernels
     assert _row_diff(gemma3_gguf, exact=True, extra_bufts=False) == 0.0
     assert _row_diff(gemma3_gguf, exact=False, extra_bufts=False) > 0.0
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_column_kernel_rows_are_bit_identical(smollm2_gguf, k):
+    # SmolLM2's Q4_1 layers and Q8_0 LM head: batches of 2, 3 and 5 rows take patch 0013's
+    # column kernels (4 columns per weight row at most, so 5 = 4 + 1), each column summed as
+    # the one-row vec_dot sums it; short contexts, so flash attention's split path plays no part
+    assert _row_diff(smollm2_gguf, exact=True, k=k, max_len=200) == 0.0
+    if {"avx2"} <= cpu_flags() and platform.machine() in ("x86_64", "AMD64"):
+        # x86 with AVX2: the default kernels take the column kernels for a few rows too
+        assert _row_diff(smollm2_gguf, exact=False, k=k, max_len=200) == 0.0
 
 
 def _assert_exact(rep):
