@@ -78,6 +78,49 @@ def test_column_kernel_rows_are_bit_identical(smollm2_gguf, k):
         assert _row_diff(smollm2_gguf, exact=False, k=k, max_len=200) == 0.0
 
 
+#: batch sizes a speculative loop takes turns with: 1-row passes where nothing was drafted,
+#: verify passes of K+1 rows (four shapes: the graphs patch 0014 keeps)
+_SHAPES = [1, 2, 1, 3, 2, 1, 4, 3, 1, 2, 4, 1]
+
+
+def _shape_walk(path) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+    """Passes over _SHAPES at one position (each rolled back after), logits then greedy
+    winners; returns every pass's logits rows, every greedy pass's winners and how many
+    graphs llama.cpp reused."""
+    with Engine(path, RuntimeOptions(n_threads=2, exact=True, load_mtp=False, draft_max=16)) as eng:
+        toks = eng.tokenize(heldout_prompts(1)[0])[:120]
+        eng.target_decode(toks, 0, [False] * (len(toks) - 1) + [True], prefill=True)
+        pos, logits, winners = len(toks), [], []
+        before = eng.L.llama_perf_context(eng.ctx).n_reused
+        for greedy in (False, True):
+            eng.greedy_target = greedy
+            for n in _SHAPES:
+                eng.target_decode([toks[i] for i in range(n)], pos, [True] * n)
+                if greedy:
+                    winners.append(np.array(eng.target_argmax_rows(0, n)))
+                else:
+                    logits.append(eng.target_logits_rows(0, n).copy())
+                eng.target_truncate(pos)
+        return logits, winners, eng.L.llama_perf_context(eng.ctx).n_reused - before
+
+
+def test_kept_graphs_give_fresh_graphs_rows(smollm2_gguf, monkeypatch):
+    # patch 0014 keeps the graphs of the last four batch shapes: a pass whose shape was seen
+    # runs its kept graph (tensors where they were placed, nothing rebuilt), and must give
+    # the rows a freshly built graph gives, bit for bit, as graphs of other shapes ran between
+    logits, winners, reused = _shape_walk(smollm2_gguf)
+    distinct = len(set(_SHAPES))
+    assert reused >= 2 * (len(_SHAPES) - distinct), "kept graphs were not reused"
+    monkeypatch.setenv("LLAMA_GRAPH_REUSE_DISABLE", "1")
+    fresh_logits, fresh_winners, fresh_reused = _shape_walk(smollm2_gguf)
+    assert fresh_reused == 0
+    for a, b in zip(logits, fresh_logits):
+        assert np.array_equal(a, b)
+    for a, b, rows in zip(winners, fresh_winners, logits):
+        assert np.array_equal(a, b)
+        assert np.array_equal(a, rows.argmax(axis=1))
+
+
 def _assert_exact(rep):
     bad = [(r.drafter, r.draft, r.error or [(d.prompt, d.token, round(d.margin, 4)) for d in r.divergences])
            for r in rep.rows if not r.ok]
