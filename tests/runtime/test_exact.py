@@ -79,7 +79,7 @@ def test_column_kernel_rows_are_bit_identical(smollm2_gguf, k):
 
 
 #: batch sizes a speculative loop takes turns with: 1-row passes where nothing was drafted,
-#: verify passes of K+1 rows (four shapes: the graphs patch 0014 keeps)
+#: verify passes of K+1 rows (four shapes; patch 0014 keeps the graphs of eight)
 _SHAPES = [1, 2, 1, 3, 2, 1, 4, 3, 1, 2, 4, 1]
 
 
@@ -105,7 +105,7 @@ def _shape_walk(path) -> tuple[list[np.ndarray], list[np.ndarray], int]:
 
 
 def test_kept_graphs_give_fresh_graphs_rows(smollm2_gguf, monkeypatch):
-    # patch 0014 keeps the graphs of the last four batch shapes: a pass whose shape was seen
+    # patch 0014 keeps the graphs of the last eight batch shapes: a pass whose shape was seen
     # runs its kept graph (tensors where they were placed, nothing rebuilt), and must give
     # the rows a freshly built graph gives, bit for bit, as graphs of other shapes ran between
     logits, winners, reused = _shape_walk(smollm2_gguf)
