@@ -25,11 +25,11 @@ HERE = Path(__file__).resolve().parent
 
 
 def targets(work: Path) -> list[tuple[str, Path, tuple[str, ...]]]:
-    from gguf_mtp.convert.graft import graft
+    from common import smollm2_with_heads
     from gguf_mtp.heads.medusa import init_recycled, write_heads
     from gguf_mtp.heads.stitch import stitch
     from gguf_mtp.models.default import default_gguf
-    from gguf_mtp.models.fetch import GEMMA3, SMOLLM2
+    from gguf_mtp.models.fetch import GEMMA3
 
     every = ("mtp", "eagle", "ngram", "ngram-tree")
     # the quantized targets first (where exactness was lost), the high-precision ones last
@@ -42,9 +42,7 @@ def targets(work: Path) -> list[tuple[str, Path, tuple[str, ...]]]:
         stitch(recycled, HERE / "results" / "default_medusa_heads", medusa, head_type="q8_0", progress=False)
         recycled.unlink()
     out.append(("default-q4_0-medusa", medusa, ("medusa",)))
-    smol = work / "smollm2-q4_1-heads.gguf"
-    if not smol.is_file():
-        graft(SMOLLM2.fetch(), HERE / "results" / "smollm2_135m_mtp_heads_q8_0.gguf", smol, progress=False)
+    smol = smollm2_with_heads(work)
     out.append(("smollm2-q4_1", smol, every))
     out.append(("gemma3-270m-q4_k_m", GEMMA3.fetch(), ("ngram", "ngram-tree")))
     out += [(f"default-{q}", default_gguf(q), every) for q in ("q8_0", "f16")]

@@ -5,6 +5,25 @@ plain decoding in the same process, and the tau-against-steps plot."""
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
+
+
+#: the shipped SmolLM2-135M retrofit MTP heads (q8_0), grafted onto the Q4_1 trunk by the scripts
+SMOLLM2_HEADS = Path(__file__).resolve().parent / "results" / "smollm2_135m_mtp_heads_q8_0.gguf"
+
+
+def smollm2_with_heads(work: Path) -> Path:
+    """SmolLM2-135M-Instruct Q4_1 with the shipped heads grafted, made once in ``work``; named
+    by the heads' hash, so shipping new heads makes a new file."""
+    from gguf_mtp.convert.graft import graft
+    from gguf_mtp.models.fetch import SMOLLM2
+    from gguf_mtp.upstream import sha256_file
+
+    out = Path(work) / f"smollm2-q4_1-heads-{sha256_file(SMOLLM2_HEADS)[:12]}.gguf"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        graft(SMOLLM2.fetch(), SMOLLM2_HEADS, out, progress=False)
+    return out
 
 
 def measure_tau(path, prompts, n_tokens: int, threads: int, drafter="mtp", draft: int = 3) -> dict:

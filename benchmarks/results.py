@@ -36,19 +36,13 @@ OUT = HERE / "results" / "bench"
 
 def runs(a) -> dict:
     """name -> (BenchConfig keyword arguments, target path or None, title)."""
-    from gguf_mtp.convert.graft import graft
-    from gguf_mtp.models.fetch import GEMMA3, SMOLLM2
+    from common import smollm2_with_heads
+    from gguf_mtp.models.fetch import GEMMA3
 
     common = dict(threads=a.threads, repeats=a.repeats, n_tokens=a.n_tokens, prompts_per_set=a.prompts_per_set)
     work = OUT / "work"
     work.mkdir(parents=True, exist_ok=True)
-    heads = HERE / "results" / "smollm2_135m_mtp_heads_q8_0.gguf"
-    from gguf_mtp.upstream import sha256_file
-
-    # named by the heads' hash: shipping new heads makes a new grafted file
-    smol = work / f"smollm2-q4_1-heads-{sha256_file(heads)[:12]}.gguf"
-    if not smol.is_file():
-        graft(SMOLLM2.fetch(), heads, smol, progress=False)
+    smol = smollm2_with_heads(work)
     return {
         "default": (dict(common, drafts=(1, 2, 3), train_steps=150,
                          **({"quants": tuple(a.default_quants.split(","))} if a.default_quants else {})), None,

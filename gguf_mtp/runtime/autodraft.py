@@ -107,7 +107,7 @@ def _measure(eng, n_max: int, repeats: int, context: int) -> CostModel:
     for _ in range(repeats):
         for n in range(1, n_max + 1):
             # a pass of this size first, untimed: the timed one then runs its graph again, as
-            # a decode loop does (patch 0014 keeps the graphs of four batch sizes). Timing the
+            # a decode loop does (patch 0014 keeps the graphs of eight batch sizes). Timing the
             # first pass after another size timed a graph rebuild with every size (+0.3-0.6 ms
             # on SmolLM2-135M's 5.6 ms pass): t1 came out ~10% slow and c(n) too flat
             run(n) or reset()
