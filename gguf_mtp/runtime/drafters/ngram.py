@@ -30,6 +30,7 @@ class NgramDrafter(Drafter):
         self.first: list[dict] = [{} for _ in range(self.max_ngram_size + 1)]   # n -> {ngram: first start}
         self.seen = 0                          # tokens of the context indexed so far
         self.ids: list[int] = []
+        self.order = 0                         # the n of the last proposal's match (0: none)
 
     def begin(self, eng, prompt, hidden):
         self._reset()
@@ -48,12 +49,16 @@ class NgramDrafter(Drafter):
         self.seen = len(ids)
 
     def continuation(self, context: list[int], k: int) -> list[int]:
+        """What followed the first occurrence of the longest matching suffix n-gram
+        (``self.order`` is that n, 0 when nothing matched)."""
         self._index(context)
         ids, length = self.ids, len(self.ids)
         for n in range(min(self.max_ngram_size, length - 1), 0, -1):
             start = self.first[n].get(tuple(ids[length - n:]))
             if start is not None and start < length - n:
+                self.order = n
                 return ids[start + n:min(start + n + k, length)]
+        self.order = 0
         return []
 
     def propose(self, eng, context, tok, pos, k, params, rng):
