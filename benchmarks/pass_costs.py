@@ -29,11 +29,10 @@ def _worker(path: str, rows: int, repeats: int, context: int, threads: int) -> d
     import llama_cpp
 
     from gguf_mtp.runtime import Engine, RuntimeOptions
-    from gguf_mtp.runtime.autodraft import _measure
+    from gguf_mtp.runtime.autodraft import measure_cost_model
 
-    with Engine(path, RuntimeOptions(n_threads=threads, n_ctx=max(1024, 2 * context))) as eng:
-        with eng.greedy_passes(True, False):
-            cm = _measure(eng, rows, repeats, context)
+    with Engine(path, RuntimeOptions(n_threads=threads, n_ctx=max(1024, 2 * context), load_mtp=False)) as eng:
+        cm = measure_cost_model(eng, rows, repeats, context)
     return {"runtime": os.path.dirname(llama_cpp.__file__), "t_ms": [1e3 * cm.t1_s * c for c in cm.c]}
 
 

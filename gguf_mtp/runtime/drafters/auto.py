@@ -157,8 +157,7 @@ class AutoDrafter(Drafter):
         self.choices = []
         #: (position of its root token, proposal, its match length)
         self.shadow: tuple[int, list[int], int] | None = None
-        self.last_order = 0         # the match length of the pending pass's n-gram proposal
-        self.observed_order = 0
+        self.last_order = 0         # the match length of the last n-gram proposal drafted
         self.n_pass = 0
         self.quiet_until = 0
         self.n_priced = 0           # passes whose choice was priced (the others were quiet)
@@ -282,7 +281,6 @@ class AutoDrafter(Drafter):
     def accept(self, eng, tok, pos, proposal, n_accepted, hidden):
         arm, k, drafted = self.last or (None, 0, 0)
         self.observed, self.last = self.last, None   # this pass, for the timing at the next propose
-        self.observed_order = self.last_order
         for a in self.arms:
             if isinstance(a.drafter, MTPDrafter) and a.active:
                 if a is arm:
@@ -326,7 +324,8 @@ class AutoDrafter(Drafter):
                     mem["plain_pass_s"] = dt if "plain_pass_s" not in mem else 0.9 * mem["plain_pass_s"] + 0.1 * dt
             elif "plain_pass_s" in mem:
                 realized = getattr(self, "produced", 1) * mem["plain_pass_s"] / dt
-                chooser = arm.by_order.get(self.observed_order) if isinstance(arm.drafter, NgramDrafter) else None
+                # (last_order is still the observed pass's: propose sets it after this call)
+                chooser = arm.by_order.get(self.last_order) if isinstance(arm.drafter, NgramDrafter) else None
                 predicted = (chooser or arm.chooser).score(k) or 1.0
                 arm.factor = (1 - self.ema) * arm.factor + self.ema * min(2.0, realized / predicted)
         for a in self.arms:
