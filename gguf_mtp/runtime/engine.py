@@ -60,6 +60,9 @@ _ROWS = np.arange(64, dtype=np.int32)
 _ROWS_P = _ROWS.ctypes.data
 _F32 = np.dtype(np.float32)
 
+#: output flags with only the last of n rows an output, n < 33
+_LAST_ONLY = [[False] * (n - 1) + [True] if n else [] for n in range(33)]
+
 #: rows in the verify loop's ring of NextN hidden states (:meth:`Engine.target_hidden_ring`);
 #: a drafter keeps a pass's rows for at most ``MTPDrafter.FLUSH_ROWS`` + ``draft_max`` + 1 rows
 HIDDEN_RING_ROWS = 1024
@@ -84,8 +87,15 @@ class _Batch:
     def fill(self, tokens, pos0: int, outputs, hidden: np.ndarray | None = None) -> None:
         """Consecutive tokens of sequence 0 from position ``pos0``: one call
         (patch 0011's ``llama_batch_ext_add_tokens``)."""
-        n = len(tokens)
         self.L.llama_batch_ext_clear(self.ptr)
+        rc = self.P.llama_batch_ext_add_tokens(self.ptr, 0, *self.args(tokens, pos0, outputs, hidden))
+        if rc < 0:
+            raise RuntimeErrorLlama(f"llama_batch_ext_add_tokens failed ({rc}: batch full or hidden size mismatch?)")
+
+    def args(self, tokens, pos0: int, outputs, hidden: np.ndarray | None = None) -> tuple:
+        """The arguments of ``llama_batch_ext_add_tokens`` after the batch and sequence id
+        (tokens, n, pos0, hidden rows, their width, output flags), from reused buffers."""
+        n = len(tokens)
         self._toks[:n] = tokens
         self._outs[:n] = outputs
         embd_p = width = 0
@@ -101,10 +111,7 @@ class _Batch:
                 buf = ctypes.c_char.from_buffer(hidden)
             self._keep = [hidden, buf]     # llama.cpp reads the rows when the batch is processed
             embd_p, width = ctypes.addressof(buf), hidden.shape[1]
-        rc = self.P.llama_batch_ext_add_tokens(self.ptr, 0, self._toks_p, n, pos0, embd_p or None, width,
-                                               self._outs_p)
-        if rc < 0:
-            raise RuntimeErrorLlama(f"llama_batch_ext_add_tokens failed ({rc}: batch full or hidden size mismatch?)")
+        return self._toks_p, n, pos0, embd_p or None, width, self._outs_p
 
     def fill_rows(self, rows, hidden: np.ndarray | None = None) -> None:
         """General form: ``rows`` of (token, pos, seq_ids, output) — a token may
@@ -363,6 +370,25 @@ class Engine:
         if rc != 0:
             raise RuntimeErrorLlama(f"{what} decode failed (rc={rc})")
 
+    def _step(self, ctx, batch: _Batch, args: tuple, first: int, n: int, what: str) -> np.ndarray:
+        """Fill ``batch`` (:meth:`_Batch.args`), run it as a greedy pass and read the winners of
+        batch rows ``first..first+n-1``, in one call (patch 0017's ``llama_decode_step``): each
+        ctypes call right after a pass cost 15-25 us with the caches cold (default model, q4_0,
+        2-core EPYC), and a greedy step made three of them. Returns a view of a reused buffer."""
+        if not batch.ptr:
+            raise RuntimeErrorLlama("engine is closed")
+        if not self._greedy.get(ctx, False):
+            self.P.llama_set_greedy_argmax(ctx, True)
+            self._greedy[ctx] = True
+        t0 = time.perf_counter()
+        rc = self.P.llama_decode_step(ctx, batch.ptr, *args, first, n, self._amax_p)
+        self.compute_s += time.perf_counter() - t0
+        if rc != 0:
+            raise RuntimeErrorLlama(f"{what} decode failed (rc={rc})" if rc > -100 else
+                                    f"{what} batch: llama_batch_ext_add_tokens failed ({rc + 100})" if rc > -200
+                                    else f"no {what} argmax for batch rows {first}..{first + n - 1}")
+        return self._amax[:n]
+
     def _check_batch(self, n: int) -> None:
         if n > self.opts.n_batch:
             raise ValueError(f"batch of {n} tokens exceeds n_batch={self.opts.n_batch}")
@@ -407,6 +433,15 @@ class Engine:
         self._run(self.ctx, self.batch, "target", self.greedy_target)
         if not prefill:
             self.target_rows += len(tokens)
+
+    def target_decode_argmax(self, tokens, pos0: int, outputs, first: int, n: int) -> list[int]:
+        """:meth:`target_decode` as a greedy pass, then the winners of batch rows
+        ``first..first+n-1`` (:meth:`target_argmax_rows`), in one call."""
+        self._check_batch(len(tokens))
+        self._set_invariant(self.opts.exact)
+        best = self._step(self.ctx, self.batch, self.batch.args(tokens, pos0, outputs), first, n, "target")
+        self.target_rows += len(tokens)
+        return best.tolist()
 
     def target_decode_rows(self, rows) -> None:
         """Run the target over general rows (token, pos, seq_ids, output) in one batch."""
@@ -527,6 +562,16 @@ class Engine:
         self._check_batch(len(tokens))
         self.mtp_batch.fill(tokens, pos0, outputs, hidden)
         self._run(self.mtp_ctx, self.mtp_batch, "MTP", self.greedy_mtp)
+
+    def mtp_decode_argmax(self, tokens, hidden: np.ndarray, pos0: int) -> int:
+        """:meth:`mtp_decode` with only the last row an output, as a greedy pass, and that row's
+        winner (:meth:`mtp_argmax`), in one call."""
+        n = len(tokens)
+        self._check_batch(n)
+        outputs = _LAST_ONLY[n] if n < len(_LAST_ONLY) else [False] * (n - 1) + [True]
+        j = int(self._step(self.mtp_ctx, self.mtp_batch, self.mtp_batch.args(tokens, pos0, outputs, hidden),
+                           n - 1, 1, "MTP")[0])
+        return j if self.draft_vocab is None else int(self.draft_vocab[j])
 
     def mtp_decode_rows(self, rows, hidden: np.ndarray) -> None:
         """Run the MTP head over general rows (token, pos, seq_ids, output), with

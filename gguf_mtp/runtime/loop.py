@@ -369,29 +369,22 @@ def _verify_chain(eng: Engine, sampler: Sampler, params: SamplingParams, context
     verify = [tok] + drafts
     lead = len(pending)
     if lead:
-        eng.target_decode(list(pending) + verify, pos - lead, [False] * lead + [True] * len(verify))
+        rows, p0, outputs = list(pending) + verify, pos - lead, [False] * lead + [True] * len(verify)
     else:
-        eng.target_decode(verify, pos, _ALL_OUT[len(verify)] if len(verify) < len(_ALL_OUT) else [True] * len(verify))
+        rows, p0 = verify, pos
+        outputs = _ALL_OUT[len(verify)] if len(verify) < len(_ALL_OUT) else [True] * len(verify)
     ctx = context
     if params.greedy and params.repeat_penalty == 1.0:
-        # match rule, greedy: the target's argmax at each position until the first mismatch
-        # (no history list per row: building ctx + drafts cost a copy of the context each)
+        # match rule, greedy: the target's argmax at each position until the first mismatch.
+        # The pass and every row's winner in one call (the graph computed them all; reading a
+        # row past the first mismatch costs nothing next to a call per row after the pass)
+        best = eng.target_decode_argmax(rows, p0, outputs, lead, len(verify))
         n_acc = 0
-        if len(verify) <= 3:
-            # a short chain: every row's argmax in one call (a row past the first mismatch is
-            # scanned for nothing, cheaper than a call per row right after the pass)
-            best = eng.target_argmax_rows(lead, len(verify))
-            while n_acc < len(drafts) and best[n_acc] == drafts[n_acc]:
-                n_acc += 1
-            nxt = best[n_acc]
-        else:
-            argmax = eng.target_argmax
-            while True:
-                nxt = argmax(lead + n_acc)
-                if n_acc == len(drafts) or nxt != drafts[n_acc]:
-                    break
-                n_acc += 1
+        while n_acc < len(drafts) and best[n_acc] == drafts[n_acc]:
+            n_acc += 1
+        nxt = best[n_acc]
     elif params.greedy or proposal.q is None:
+        eng.target_decode(rows, p0, outputs)
         # match rule (deterministic drafts): the target's own choice at each
         # position until the first mismatch; one sampler draw per emitted token
         n_acc = 0
@@ -401,6 +394,7 @@ def _verify_chain(eng: Engine, sampler: Sampler, params: SamplingParams, context
                 break
             n_acc += 1
     else:
+        eng.target_decode(rows, p0, outputs)
         ps = [sampler.distribution(eng.target_logits(lead + j), ctx + drafts[:j]) for j in range(len(verify))]
         n_acc, nxt = verify_chain(ps, proposal.q, drafts, sampler.rng)
     hidden = eng.target_hidden_ring(lead, len(verify)) if dr.needs_hidden else None

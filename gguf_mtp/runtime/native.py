@@ -32,6 +32,9 @@ PATCH_SYMBOLS = {
     "llama_mtp_copy_embeddings_nextn": ([_c_ctx, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p], ctypes.c_bool),
     "llama_set_greedy_argmax": ([_c_ctx, ctypes.c_bool], None),
     "llama_get_argmax_rows": ([_c_ctx, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p], ctypes.c_bool),
+    "llama_decode_step": ([_c_ctx, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p,
+                           ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p],
+                          ctypes.c_int32),
 }
 
 

@@ -143,3 +143,35 @@ def test_greedy_decoding_equals_decoding_from_host_logits(default_gguf):
             g = generate(eng, toks, 48, drafter=drafter, draft=k)
             assert g.tokens == ref, f"{drafter} K={k}"
         assert not eng.greedy_target and not eng.greedy_mtp
+
+
+@pytest.mark.parametrize("draft_vocab", [False, True], ids=["full-vocab", "draft-vocab"])
+def test_one_call_decode_step_equals_the_separate_calls(default_gguf, draft_vocab):
+    """Patch 0017's ``llama_decode_step`` (fill, greedy pass and winners in one call) gives the
+    winners of a fill + pass + ``llama_get_argmax_rows``, for target rows after non-output rows
+    and for the MTP head's last row, and the cache holds the same rows afterwards."""
+    with Engine(default_gguf("q4_0", draft_vocab=draft_vocab), RuntimeOptions(n_threads=2, n_ctx=512)) as eng:
+        toks = eng.tokenize(PROMPT)
+        n, lead = len(toks), 3
+        outs = [False] * lead + [True] * (n - lead)
+        with eng.greedy_passes():
+            eng.clear()
+            eng.target_decode(toks, 0, outs)
+            want = eng.target_argmax_rows(lead, n - lead)
+            hid = eng.target_hidden(n)
+            eng.target_decode([want[-1]], n, [True])
+            want_next = eng.target_argmax_rows(0, 1)
+            eng.clear()
+            assert eng.target_decode_argmax(toks, 0, outs, lead, n - lead) == want
+            assert eng.target_decode_argmax([want[-1]], n, [True], 0, 1) == want_next   # the cache as before
+
+            prev = np.concatenate([np.zeros((1, eng.n_embd), np.float32), hid[:-1]])
+            eng.mtp_clear()
+            eng.mtp_decode(toks, prev, 0, [False] * (n - 1) + [True])
+            m_want = eng.mtp_argmax(n - 1)
+            eng.mtp_clear()
+            assert eng.mtp_decode_argmax(toks, prev, 0) == m_want
+            if draft_vocab:
+                assert m_want in set(int(t) for t in eng.draft_vocab)
+            with pytest.raises(RuntimeErrorLlama, match="no target argmax"):
+                eng.target_decode_argmax([want[-1]], n + 1, [False], 0, 1)     # not an output row

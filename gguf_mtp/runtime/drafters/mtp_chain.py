@@ -58,6 +58,8 @@ class MTPDrafter(Drafter):
             h = hidden[start:start + len(chunk)]
             self._write(eng, chunk, np.concatenate([pending, h[:-1]], axis=0), start)
             pending = h[-1:].copy()
+        #: the last position the pending chain wrote into the MTP cache (None: unknown, roll back)
+        self.top: int | None = None
         #: tokens whose MTP rows are still to be written (positions before the newest token's)
         self.catch_tokens: list[int] = []
         #: their hidden-state inputs then the newest token's (the pending row), as blocks of
@@ -98,8 +100,18 @@ class MTPDrafter(Drafter):
         p0 = pos - len(self.catch_tokens)
         toks = self.catch_tokens + [tok]
         hid = self._rows()
-        self._write(eng, toks, hid, p0, output_last=True)
         heads = max(1, eng.n_nextn)
+        self.top = pos + k - 1          # the last position this chain writes into the MTP cache
+        if heads == 1 and qs is None and eng.greedy_mtp:
+            # greedy passes of one head: each step's rows and its winner in one call
+            d = eng.mtp_decode_argmax(toks, hid, p0)
+            drafts.append(d)
+            for i in range(1, k):
+                h = eng.mtp_hidden_ring(len(toks) - 1 if i == 1 else 0)
+                d = eng.mtp_decode_argmax([d], h, pos + i)
+                drafts.append(d)
+            return Proposal(drafts, None)
+        self._write(eng, toks, hid, p0, output_last=True)
         row = len(toks) - 1
         for i in range(k):
             if i and heads > 1:
@@ -126,7 +138,10 @@ class MTPDrafter(Drafter):
         # accepted branch, empty when nothing was accepted)
         if proposal.tokens or proposal.tree is not None:
             # (tok, pending) at `pos` is right; later rows were built on the head's own states
-            eng.mtp_truncate(pos + 1)
+            # (a chain of one draft wrote none: no roll-back, 14 us a pass on the default model)
+            if proposal.tree is not None or self.top is None or self.top > pos:
+                eng.mtp_truncate(pos + 1)
+            self.top = None
             # (rows of the verify batch's hidden states, kept as a view: the loop's copy lives in
             # the engine's ring, valid for HIDDEN_RING_ROWS more rows)
             self.catch_tokens = proposal.tokens[:n_accepted]
