@@ -360,15 +360,19 @@ class Engine:
     def _run(self, ctx, batch: _Batch, what: str, greedy: bool = False) -> None:
         if not batch.ptr:
             raise RuntimeErrorLlama("engine is closed")
-        if greedy != self._greedy.get(ctx, False):
-            # (a switch rebuilds the graph: the loop keeps one mode for a whole generation)
-            self.P.llama_set_greedy_argmax(ctx, greedy)
-            self._greedy[ctx] = greedy
+        self._set_greedy(ctx, greedy)
         t0 = time.perf_counter()
         rc = self.L.llama_process(ctx, self.L.LLAMA_PROCESS_TYPE_DECODE, batch.ptr)
         self.compute_s += time.perf_counter() - t0
         if rc != 0:
             raise RuntimeErrorLlama(f"{what} decode failed (rc={rc})")
+
+    def _set_greedy(self, ctx, greedy: bool) -> None:
+        """Greedy or logits passes for ``ctx`` from its next pass on."""
+        if greedy != self._greedy.get(ctx, False):
+            # (a switch rebuilds the graph: the loop keeps one mode for a whole generation)
+            self.P.llama_set_greedy_argmax(ctx, greedy)
+            self._greedy[ctx] = greedy
 
     def _step(self, ctx, batch: _Batch, args: tuple, first: int, n: int, what: str) -> np.ndarray:
         """Fill ``batch`` (:meth:`_Batch.args`), run it as a greedy pass and read the winners of
@@ -377,9 +381,7 @@ class Engine:
         2-core EPYC), and a greedy step made three of them. Returns a view of a reused buffer."""
         if not batch.ptr:
             raise RuntimeErrorLlama("engine is closed")
-        if not self._greedy.get(ctx, False):
-            self.P.llama_set_greedy_argmax(ctx, True)
-            self._greedy[ctx] = True
+        self._set_greedy(ctx, True)
         t0 = time.perf_counter()
         rc = self.P.llama_decode_step(ctx, batch.ptr, *args, first, n, self._amax_p)
         self.compute_s += time.perf_counter() - t0
@@ -499,8 +501,8 @@ class Engine:
     def target_argmax_rows(self, first: int, n: int) -> list[int]:
         """:meth:`target_argmax` of batch rows ``first .. first+n-1`` in one numpy call: the
         output rows of a batch are consecutive in llama.cpp's logits buffer (checked; row by
-        row otherwise). In the verify loop, right after a pass, each separate call cost
-        ~24 us against 8 us in a warm loop: one call for a short chain's rows saves that."""
+        row otherwise). Right after a pass each separate call cost ~24 us against 8 us in a warm
+        loop (the greedy verify pass reads them with the pass: :meth:`target_decode_argmax`)."""
         if self._greedy.get(self.ctx, False):
             return self._argmax_rows(self.ctx, first, n, "target").tolist()
         rows = self._rows_view(self.ctx, first, n, "target")
@@ -569,8 +571,11 @@ class Engine:
         n = len(tokens)
         self._check_batch(n)
         outputs = _LAST_ONLY[n] if n < len(_LAST_ONLY) else [False] * (n - 1) + [True]
-        j = int(self._step(self.mtp_ctx, self.mtp_batch, self.mtp_batch.args(tokens, pos0, outputs, hidden),
-                           n - 1, 1, "MTP")[0])
+        return self._draft_id(int(self._step(self.mtp_ctx, self.mtp_batch,
+                                             self.mtp_batch.args(tokens, pos0, outputs, hidden), n - 1, 1, "MTP")[0]))
+
+    def _draft_id(self, j: int) -> int:
+        """The token id of the MTP head's logit ``j`` (its draft vocabulary's j-th token if compressed)."""
         return j if self.draft_vocab is None else int(self.draft_vocab[j])
 
     def mtp_decode_rows(self, rows, hidden: np.ndarray) -> None:
@@ -600,11 +605,9 @@ class Engine:
     def mtp_argmax(self, i: int) -> int:
         """The MTP head's most likely token (over the draft vocabulary if compressed)."""
         if self._greedy.get(self.mtp_ctx, False):
-            j = int(self._argmax_rows(self.mtp_ctx, i, 1, "MTP")[0])
-            return j if self.draft_vocab is None else int(self.draft_vocab[j])
-        if self.draft_vocab is None:
-            return int(self._row_view(self.mtp_ctx, i, "MTP").argmax())
-        return int(self.draft_vocab[int(self._row_view(self.mtp_ctx, i, "MTP", len(self.draft_vocab)).argmax())])
+            return self._draft_id(int(self._argmax_rows(self.mtp_ctx, i, 1, "MTP")[0]))
+        n = None if self.draft_vocab is None else len(self.draft_vocab)
+        return self._draft_id(int(self._row_view(self.mtp_ctx, i, "MTP", n).argmax()))
 
     def mtp_hidden(self, i: int) -> np.ndarray:
         """The MTP head's output hidden state of batch row ``i`` (a copy)."""
